@@ -98,8 +98,10 @@ def methods(
 
     def nnsight_trace() -> None:
         for b in bs:
+            saved: list = []  # filled inside the trace; nnsight cannot push new locals out of a closure
             with nn_model.trace({"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}):
-                saved = [blk.output.save() for blk in nn_model.model.layers]
+                for blk in nn_model.model.layers:
+                    saved.append(blk.output.save())
             w = b["response"].float().unsqueeze(-1)
             for s in saved:
                 h = s[0] if isinstance(s, tuple) else s

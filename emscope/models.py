@@ -91,6 +91,8 @@ def load_model(
 
     Use float32 on CPU (bfloat16 matmuls are hundreds of times slower there).
     """
+    directory: Path | None
+    rev: str | None
     if spec in EMBEDDED_MODELS:
         directory, rev = _embedded_to_cache(spec)
     elif spec.endswith(".gguf"):
@@ -124,7 +126,8 @@ def _from_pretrained(source: str, spec: str, dtype: Any, device: Any, revision: 
             f"and the hub copy is not reachable or not cached ({str(e).splitlines()[0][:200]}). "
             "Fix: pass a local path, or download it once while online (HF_HUB_OFFLINE=1 then uses the cache)"
         ) from None
-    model.to(resolve_device(device)).eval()
+    model = model.to(resolve_device(device))  # type: ignore[arg-type]  # transformers' typing of .to
+    model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, source=source)
@@ -170,7 +173,7 @@ def _convert_gguf(gguf_dir: Path, gguf_name: str, out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
     # A GGUF-loaded model refuses save_pretrained while it still looks quantized.
-    model.hf_quantizer = None
+    setattr(model, "hf_quantizer", None)  # noqa: B010
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out)
