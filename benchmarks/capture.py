@@ -7,7 +7,10 @@ Methods, all over the same batches (right-padded, sorted by length, batch size 8
   decoder stack      model.base_model(**batch): no output layer, no hooks (the ceiling)
   emscope to disk    emscope.capture_to_disk, all layers, mean over response tokens, safetensors shards
   hidden_states      model(**batch, output_hidden_states=True), then the same pooling
-  nnsight            LanguageModel(model).trace(...) saving every block output (if nnsight is installed)
+  TransformerLens    TransformerBridge (TL 4) run_with_cache of every hook_resid_post (if installed)
+  nnsight            LanguageModel(model).trace(...) saving every block output (if installed)
+Peers pin their own dependencies: install them in a separate venv with emscope (`pip install -e .`) and run
+this script with that venv's python.
 Ratios are against the plain forward pass. Each method runs `--repeats` times, interleaved; best time kept.
 """
 
@@ -91,6 +94,24 @@ def methods(
         "hidden_states": hidden_states,
     }
     try:
+        from transformer_lens.model_bridge import TransformerBridge
+    except ImportError:
+        pass
+    else:
+        bridge = TransformerBridge.boot_transformers(lm.source, hf_model=model, tokenizer=lm.tokenizer, device="cpu")
+
+        def transformer_lens() -> None:
+            for b in bs:
+                _, cache = bridge.run_with_cache(
+                    b["input_ids"],
+                    attention_mask=b["attention_mask"],
+                    names_filter=lambda name: name.endswith("hook_resid_post"),
+                )
+                w = b["response"].float().unsqueeze(-1)
+                _ = [(h * w).sum(1) / w.sum(1) for h in cache.values()]
+
+        found["TransformerLens"] = transformer_lens
+    try:
         from nnsight import LanguageModel
     except ImportError:
         return found
@@ -132,11 +153,8 @@ def bench(spec: str, n: int, answer_words: int, batch_size: int, repeats: int) -
     print(f"{'method':18} {'tokens/s':>9} {'vs plain':>9}")
     for name, t in best.items():
         print(f"{name:18} {n_tokens / t:9.0f} {best['plain forward'] / t:8.2f}x")
-    for missing in {"nnsight"} - set(fns):
+    for missing in sorted({"nnsight", "TransformerLens"} - set(fns)):
         print(f"{missing:18} {'n/a':>9}  (not installed in this environment)")
-    print(
-        "TransformerLens    n/a        (not run: it re-implements the model from hub configs; see docs/benchmarks.md)"
-    )
 
 
 def main() -> None:
