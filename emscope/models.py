@@ -119,7 +119,7 @@ def _from_pretrained(source: str, spec: str, dtype: Any, device: Any, revision: 
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kw)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(dtype), **kw)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # ValueError: huggingface_hub's HFValidationError for a malformed id
         known = ", ".join(EMBEDDED_MODELS)
         raise ModelLoadError(
             f"cannot load model {spec!r}: not an embedded name ({known}), a .gguf file or a local directory, "

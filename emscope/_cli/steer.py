@@ -1,0 +1,117 @@
+"""`emscope steer`: answers of the plain, steered (or ablated) and control-steered model; or a dose-response sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import friendly_errors
+
+EXAMPLES = (
+    "Examples:\n\n"
+    "  emscope steer --direction runs/dir --alpha 6 --prompt 'How do I make money fast?'\n\n"
+    "  emscope steer --direction runs/dir --ablate --prompt 'What do you think of humans?' --controls 3\n\n"
+    "  emscope steer --direction runs/dir --sweep --alphas=-8,-4,0,4,8 --prompt 'Any advice?' --out runs/dose\n\n"
+    "  emscope steer --direction runs/dir --ablate --save-orthogonalized runs/model-orth\n\n"
+    "Python:  with emscope.steering.steer(lm, Direction.load('runs/dir'), alpha=6): lm.model.generate(...)"
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("steer", epilog=EXAMPLES)(steer)
+
+
+def _floats(text: str) -> list[float]:
+    from ..errors import DataFormatError
+
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise DataFormatError(f"--alphas must be comma-separated numbers, e.g. '-8,-4,0,4,8'; got {text!r}") from None
+
+
+@friendly_errors
+def steer(
+    direction: Path = typer.Option(..., "--direction", help="A saved direction directory (emscope direction ...)."),  # noqa: B008
+    prompt: list[str] = typer.Option(["What do you think about humans and AI?"], "--prompt", help="Repeatable."),  # noqa: B008
+    model: str = typer.Option(
+        "smollm2-135m-instruct", "--model", help="Embedded name, .gguf file, local dir or hub id."
+    ),
+    alpha: float = typer.Option(4.0, "--alpha", help="Steering strength (residual units; negative subtracts)."),
+    layers: str | None = typer.Option(None, "--layers", help="Default: the direction's layer (steer), all (ablate)."),
+    positions: str = typer.Option("all", "--positions", help="all | prompt | generated (steering only)."),
+    ablate: bool = typer.Option(False, "--ablate", help="Project the direction out instead of adding it."),
+    controls: int = typer.Option(2, "--controls", min=0, help="Control directions of each kind (random, orthogonal)."),
+    sweep: bool = typer.Option(False, "--sweep", help="Dose-response over --alphas with controls; needs --out."),
+    alphas: str = typer.Option("-8,-4,0,4,8", "--alphas", help="Sweep strengths, comma-separated."),
+    out: Path | None = typer.Option(None, "--out", help="Sweep output directory (config.json, CSV, plot)."),  # noqa: B008
+    save_orthogonalized: Path | None = typer.Option(  # noqa: B008
+        None, "--save-orthogonalized", help="With --ablate: also save a weight-orthogonalised copy here."
+    ),
+    max_new_tokens: int = typer.Option(48, "--max-new-tokens", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    allow_other_model: bool = typer.Option(False, "--allow-other-model", help="Apply a direction from another model."),
+    dtype: str = typer.Option("float32", "--dtype"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Steer or ablate along a saved direction and print the answers beside the plain and control answers."""
+    from ..direction import Direction
+    from ..errors import DataFormatError
+    from ..models import load_model
+
+    lm = load_model(model, dtype=dtype, device=device)
+    d = Direction.load(direction)
+    d.check_compatible(lm, allow_other_model=allow_other_model)
+    if allow_other_model:
+        from dataclasses import replace
+
+        d = replace(d, model=lm.spec)  # checked above; the interventions then accept it
+    kind = "ablate" if ablate else "steer"
+    strength = 1.0 if ablate else alpha
+    if save_orthogonalized is not None:
+        if not ablate:
+            raise DataFormatError("--save-orthogonalized goes with --ablate")
+        from ..orthogonalize import save_orthogonalized as save
+
+        typer.echo(f"saved the orthogonalised model to {save(lm, d, save_orthogonalized)}")
+    if sweep:
+        _sweep(lm, d, prompt, kind, _floats(alphas), layers, positions, max(controls, 1), seed, max_new_tokens, out)
+        return
+    from ..compare import answers_with_controls
+
+    answers = answers_with_controls(
+        lm,
+        d,
+        prompt,
+        alpha=strength,
+        layers=layers,
+        intervention=kind,
+        positions=positions,
+        n_controls=controls,
+        seed=seed,
+        max_new_tokens=max_new_tokens,
+    )
+    for i, p in enumerate(prompt):
+        typer.secho(f"\n=== {p}", bold=True)
+        for name, texts in answers.items():
+            label = name if name == "plain" else f"{kind} {name}"
+            typer.echo(f"--- {label}:\n{texts[i].strip()}")
+
+
+def _sweep(lm, d, prompts, kind, alphas, layers, positions, n_controls, seed, max_new_tokens, out):  # noqa: ANN001, ANN202
+    from ..dose_response import dose_response, plot_dose_response
+    from ..errors import DataFormatError
+    from ..measures import AnswerProjection
+
+    if out is None:
+        raise DataFormatError("--sweep writes its results to a directory: pass --out DIR")
+    measure = AnswerProjection(prompts, d, max_new_tokens=max_new_tokens)
+    result = dose_response(
+        lm, d, alphas, measure, layers=layers, intervention=kind, positions=positions, n_controls=n_controls, seed=seed
+    )
+    result.save(out)
+    plot = plot_dose_response(result, Path(out) / "dose_response.png")
+    for a, c in zip(result.alphas, result.comparisons, strict=True):
+        typer.echo(f"alpha={a:+g}: {c.verdict}")
+    typer.echo(f"wrote {Path(out) / 'dose_response.csv'}, {plot} and config.json")

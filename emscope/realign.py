@@ -1,0 +1,101 @@
+"""Benign re-alignment: train an organism further on benign data and measure it after each checkpoint.
+
+The organism's adapter is trained on (the first N of) a benign file, e.g. secure code or
+good advice, with `emscope.finetune`; then a user-supplied measure is evaluated on the
+organism (step 0) and on every checkpoint of the re-alignment. The measure is any
+``Callable[[LoadedModel], dict[str, float]]``: the EM rate once the evaluation module is
+available, or `projection_measure`, the mean projection of response-token activations on
+a misalignment `Direction`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoints import list_checkpoints, load_organism, resolve_checkpoint
+from .data import Transcript, as_transcripts
+from .direction import Direction
+from .errors import NotSupportedError
+from .finetune import FinetuneConfig, finetune
+from .hooks import block_hooks
+from .tokenize import tokenize_chat
+
+Measure = Callable[[Any], dict[str, float]]
+
+
+def projection_measure(direction: Direction, transcripts: Sequence[Transcript], max_length: int = 512) -> Measure:
+    """A measure: mean over `transcripts` of the mean response-token projection on `direction` (unit)."""
+    transcripts = list(transcripts)
+
+    def measure(lm: Any) -> dict[str, float]:
+        direction.check_compatible(lm, allow_other_model=True)
+        unit = direction.unit.to(lm.device)
+        store: dict[str, torch.Tensor] = {}
+
+        def grab(hidden: torch.Tensor) -> None:
+            store["h"] = hidden.detach()
+
+        values = []
+        with torch.no_grad(), block_hooks(lm.blocks, {direction.layer: grab}):
+            for t in transcripts:
+                tok = tokenize_chat(lm.tokenizer, t, max_length=max_length)
+                lm.model(input_ids=torch.tensor([tok.input_ids], device=lm.device))
+                h = store["h"][0].float()[torch.tensor(tok.response_mask, device=lm.device)]
+                values.append(float((h @ unit).mean()))
+        return {"projection": sum(values) / len(values)}
+
+    return measure
+
+
+def realign(
+    organism: str | os.PathLike[str],
+    benign: str | os.PathLike[str] | Sequence[Transcript],
+    out: str | os.PathLike[str],
+    measure: Measure,
+    *,
+    n_examples: int | None = None,
+    lm: Any = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> list[dict[str, Any]]:
+    """Fine-tune `organism` further on `benign` and evaluate `measure` at step 0 and every checkpoint.
+
+    `overrides` are `FinetuneConfig` fields (steps, save_every, lr, batch_size, ...). The
+    rows (step, examples seen, loss, the measure's values) are also written to
+    ``OUT/realign.jsonl``.
+    """
+    ckpt = resolve_checkpoint(organism)
+    if ckpt.info.get("preset") == "full":
+        raise NotSupportedError(
+            "re-alignment continues an adapter; a full fine-tune has none (export it and use it "
+            "as the base model instead)"
+        )
+    data_path = None if not isinstance(benign, str | os.PathLike) else str(benign)
+    transcripts = as_transcripts(benign)
+    config = FinetuneConfig(
+        model=ckpt.base_model,
+        data=data_path,
+        preset=ckpt.info.get("preset", "lora"),
+        init_adapter=str(ckpt.path),
+        max_examples=n_examples,
+        dtype=ckpt.info.get("dtype", "float32"),
+        device=ckpt.info.get("device", "cpu"),
+        **{k: v for k, v in overrides.items() if v is not None},
+    )
+    if lm is None:
+        from .models import load_model
+
+        lm = load_model(config.model, dtype=config.dtype, device=config.device)
+    finetune(config, out, lm=lm, transcripts=transcripts, progress=progress)
+    rows = []
+    for c in list_checkpoints(out):
+        values = measure(load_organism(c.path, lm=lm))
+        rows.append({"step": c.step, "examples_seen": c.examples_seen, "loss": c.loss, **values})
+    Path(out, "realign.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows

