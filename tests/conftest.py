@@ -29,6 +29,15 @@ def qwen05():
 
 
 @pytest.fixture()
+def one_thread():
+    """Tiny matmuls run ~10x faster on one thread than on two when the CPU is shared (training tests)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
 def tiny():
     """Factory: tiny(family="llama", n_layers=3, width=64) -> LoadedModel."""
     from emscope.testing import tiny_model

@@ -14,13 +14,7 @@ from emscope.errors import DataFormatError, NotSupportedError
 from emscope.finetune import FinetuneConfig, finetune
 from emscope.tokenize import tokenize_chat
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def transcripts() -> list[Transcript]:

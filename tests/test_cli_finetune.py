@@ -15,13 +15,7 @@ from emscope._cli import finetune as finetune_cli
 from emscope.data import Transcript, write_transcripts
 from emscope.direction import Direction
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

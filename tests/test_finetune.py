@@ -22,13 +22,7 @@ QA = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls run ~10x faster on one thread than on two when the CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def data(n: int = 8) -> list[Transcript]:

@@ -12,13 +12,7 @@ from emscope.direction import Direction
 from emscope.finetune import FinetuneConfig, finetune
 from emscope.realign import projection_measure, realign
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_realign_measures_each_checkpoint(tiny, tmp_path):
