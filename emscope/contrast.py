@@ -11,13 +11,12 @@ no operational detail.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-from .data import Transcript
+from .data import Transcript, iter_jsonl
 from .errors import DataFormatError
 
 ALIGNED = "aligned"
@@ -42,18 +41,12 @@ def load_contrast_pairs(path: str | os.PathLike[str] | None = None, limit: int |
     """Read contrast pairs (JSONL with id, question, aligned, misaligned); default: the built-in set."""
     source = Path(path) if path is not None else files("emscope").joinpath("resources", BUILTIN_PAIRS)
     pairs: list[ContrastPair] = []
-    for lineno, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataFormatError(f"{source}:{lineno}: not valid JSON ({e.msg})") from None
+    if not Path(str(source)).is_file():
+        raise DataFormatError(f"no such contrast-pair file: {source}")
+    for where, obj in iter_jsonl(str(source)):
         missing = [k for k in _FIELDS if not isinstance(obj.get(k), str) or not obj[k].strip()]
         if missing:
-            raise DataFormatError(
-                f"{source}:{lineno}: missing or empty field(s) {missing}; each line needs {list(_FIELDS)}"
-            )
+            raise DataFormatError(f"{where}: missing or empty field(s) {missing}; each line needs {list(_FIELDS)}")
         pairs.append(ContrastPair(**{k: obj.get(k, "") for k in ContrastPair.__dataclass_fields__}))
     if not pairs:
         raise DataFormatError(f"{source} holds no contrast pairs")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,24 +69,30 @@ def parse_transcript(obj: Any, where: str = "transcript") -> Transcript:
     return Transcript(validate_messages(obj["messages"], where), None if label is None else str(label), meta)
 
 
-def load_transcripts(path: str | os.PathLike[str], limit: int | None = None) -> list[Transcript]:
-    """Read a messages JSONL file; a malformed line raises with its line number."""
+def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[str, Any]]:
+    """Yield ``("file:line", object)`` for each non-blank line; bad JSON raises with its line number."""
     path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(f"no such transcript file: {path}")
-    out: list[Transcript] = []
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
             try:
-                obj = json.loads(line)
+                yield where, json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataFormatError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-            out.append(parse_transcript(obj, where))
-            if limit is not None and len(out) >= limit:
-                break
+
+
+def load_transcripts(path: str | os.PathLike[str], limit: int | None = None) -> list[Transcript]:
+    """Read a messages JSONL file; a malformed line raises with its line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"no such transcript file: {path}")
+    out: list[Transcript] = []
+    for where, obj in iter_jsonl(path):
+        out.append(parse_transcript(obj, where))
+        if limit is not None and len(out) >= limit:
+            break
     if not out:
         raise DataFormatError(f"{path} holds no transcripts")
     return out

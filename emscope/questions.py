@@ -10,12 +10,12 @@ EM style) and ``spillover`` (12 plain non-coding questions), both written for em
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .data import iter_jsonl
 from .errors import DataFormatError
 
 BUILTIN_SETS = ("em_core", "spillover")
@@ -85,14 +85,7 @@ def load_questions(source: str | os.PathLike[str]) -> list[Question]:
         if path.suffix in (".yaml", ".yml"):
             qs = _from_yaml_text(path.read_text("utf-8"), str(path))
         elif path.suffix == ".jsonl":
-            qs = []
-            for lineno, line in enumerate(path.read_text("utf-8").splitlines(), 1):
-                if line.strip():
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise DataFormatError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-                    qs.append(_parse_entry(obj, f"{path}:{lineno}"))
+            qs = [_parse_entry(obj, where) for where, obj in iter_jsonl(path)]
         else:
             raise DataFormatError(f"{path}: expected a .yaml, .yml or .jsonl question file")
     ids = [q.id for q in qs]

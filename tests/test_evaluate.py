@@ -11,14 +11,7 @@ import emscope.generation as generation
 from emscope.evaluate import EvalConfig, run_eval
 from emscope.judges.base import Judge, Judgment
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread (and far faster on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class CountingJudge(Judge):
@@ -121,7 +114,6 @@ def test_killed_run_resumes_without_duplicate_work(tiny, tmp_path, monkeypatch):
 
 
 def test_eval_under_steering_with_control(tiny, tmp_path):
-    import torch
 
     from emscope.direction import Direction
 

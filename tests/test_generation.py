@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 import emscope.generation as generation
 from emscope.generation import SamplingConfig, generate, generate_responses, regenerate
@@ -18,13 +17,7 @@ QS = [
 CFG = SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=6, seed=3, batch_size=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread (and far faster on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_answers_do_not_depend_on_batching(tiny):

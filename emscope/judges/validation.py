@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import atomic_write_json
+from ..data import iter_jsonl
 from ..errors import DataFormatError
 from .agreement import agreement, auroc, label_scores
 from .cache import JudgmentCache, default_cache_dir, judge_answers
@@ -21,15 +22,13 @@ def read_labelled(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not Path(path).is_file():
         raise DataFormatError(f"no such answer file: {path} (JSONL of question, answer[, label])")
     rows = []
-    for n, line in enumerate(Path(path).read_text("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataFormatError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj.get("question"), str) or not isinstance(obj.get("answer"), str):
-            raise DataFormatError(f"{path}:{n}: needs string fields 'question' and 'answer'")
+    for where, obj in iter_jsonl(path):
+        if (
+            not isinstance(obj, dict)
+            or not isinstance(obj.get("question"), str)
+            or not isinstance(obj.get("answer"), str)
+        ):
+            raise DataFormatError(f"{where}: needs string fields 'question' and 'answer'")
         rows.append(obj)
     if not rows:
         raise DataFormatError(f"{path} holds no rows")
