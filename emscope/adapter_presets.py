@@ -97,7 +97,12 @@ def _lora_config(targets: list[str], rank: int, alpha: float, dropout: float) ->
     from peft import LoraConfig
 
     return LoraConfig(
-        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none", task_type="CAUSAL_LM"
+        r=rank,
+        lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates int, accepts float
+        lora_dropout=dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
     )
 
 

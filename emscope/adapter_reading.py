@@ -98,10 +98,16 @@ class AdapterScalars:
                 idx = [i for i, x in enumerate(self.labels) if x == lab]
                 row[f"mean[{lab}]"] = float(means[idx, j].mean())
             rows.append(row)
-        if positive is not None or len(present) == 2:
-            pos, neg = (positive, negative) if positive is not None else (present[0], present[1])
-            for row, auc in zip(rows, separation(self, pos, neg), strict=True):
-                row[f"auroc[{pos} vs {neg}]"] = auc
+        if (positive is None) != (negative is None):
+            raise DataFormatError("give both labels to compare (--positive and --negative), or neither")
+        if positive is not None and negative is not None:
+            pos, neg = positive, negative
+        elif len(present) == 2:
+            pos, neg = present[0], present[1]
+        else:
+            return rows
+        for row, auc in zip(rows, separation(self, pos, neg), strict=True):
+            row[f"auroc[{pos} vs {neg}]"] = auc
         return rows
 
 
@@ -117,7 +123,7 @@ def adapter_scalars(
     names = dict(model.named_modules())
     found: dict[str, torch.nn.Module] = {}
     for ad in adapters:
-        module = names.get(ad.module) or names.get(PEFT_PREFIX + ad.module)
+        module: torch.nn.Module | None = names.get(ad.module) or names.get(PEFT_PREFIX + ad.module)
         if module is None:
             raise DataFormatError(f"the organism has no module {ad.module}: was the adapter trained on this model?")
         found[ad.module] = getattr(module, "base_layer", module)

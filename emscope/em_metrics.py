@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -103,13 +103,16 @@ def per_question(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         by.setdefault(r["question_id"], []).append(r)
 
-    def mean(xs: list[float]) -> float | None:
-        xs = [x for x in xs if x is not None and not math.isnan(x)]
+    def mean(values: list[float | None]) -> float | None:
+        xs = [x for x in values if x is not None and not math.isnan(x)]
         return float(np.mean(xs)) if xs else None
 
     table = []
     for qid, rs in by.items():
-        ind: Callable[[str], float | None] = lambda c, rs=rs: mean(list(em_indicators(rs, c)))  # noqa: E731
+
+        def ind(convention: str, rs: list[dict[str, Any]] = rs) -> float | None:
+            return mean(list(em_indicators(rs, convention)))
+
         table.append(
             {
                 "question_id": qid,

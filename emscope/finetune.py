@@ -365,7 +365,7 @@ def _train(
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
         if step % config.save_every == 0 or step == config.steps:
-            _save_with_state(run_dir, step, model, config, optimizer, scheduler, seen, row["loss"])
+            _save_with_state(run_dir, step, model, config, optimizer, scheduler, seen, float(row["loss"]))
         if on_step is not None:
             on_step(row)
     bar.close()

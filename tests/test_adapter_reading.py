@@ -89,3 +89,15 @@ def test_reading_refuses_higher_rank(tiny, tmp_path):
     finetune(config, tmp_path, lm=lm, transcripts=transcripts(), progress=False)
     with pytest.raises(NotSupportedError, match="rank 1"):
         read_rank1_adapters(tmp_path)
+
+
+def test_summary_needs_both_labels_or_neither():
+    from emscope.adapter_reading import AdapterScalars, Rank1Adapter
+
+    ad = Rank1Adapter("model.layers.0.mlp.down_proj", 0, torch.ones(4), torch.ones(4), 1.0)
+    scalars = AdapterScalars([ad], [[torch.tensor([1.0, 2.0])], [torch.tensor([0.0])]], ["bad", "good"])
+    rows = scalars.summary()
+    assert rows[0]["auroc[bad vs good]"] == 1.0  # two labels present: compared without being named
+    assert scalars.summary("bad", "good")[0]["auroc[bad vs good]"] == 1.0
+    with pytest.raises(DataFormatError, match="give both labels"):
+        scalars.summary(positive="bad")

@@ -52,7 +52,7 @@ class CandidateTree:
         paths: dict[str, list[int]] = {}
         for text in cands:
             ids = tokenizer.encode(text, add_special_tokens=False)
-            path = []
+            path: list[int] = []
             for k in range(len(ids)):
                 key = tuple(ids[: k + 1])
                 if key not in index:
