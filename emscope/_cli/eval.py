@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
 @friendly_errors
 def eval_command(
-    out: Path = typer.Option(..., "--out", help="Output directory (resumes a killed run there)."),  # noqa: B008
+    out: Path = typer.Option(..., "--out", help="Output directory (resumes a killed run there)."),
     model: str = typer.Option("smollm2-135m-instruct", "--model", help="Embedded name, .gguf, local dir or hub id."),
     questions: str = typer.Option("builtin", "--questions", help="A .yaml/.jsonl file, builtin or builtin:spillover."),
     judge: str = typer.Option(

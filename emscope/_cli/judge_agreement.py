@@ -23,11 +23,11 @@ def register(app: typer.Typer) -> None:
 
 @friendly_errors
 def judge_agreement_command(
-    data: Path = typer.Option(..., "--data", help="JSONL of {question, answer[, label, alignment]}."),  # noqa: B008
+    data: Path = typer.Option(..., "--data", help="JSONL of {question, answer[, label, alignment]}."),
     judge: str = typer.Option("local:qwen2.5-coder-1.5b-instruct", "--judge", help="Judge spec (see emscope eval)."),
     other: str | None = typer.Option(None, "--other", help="Second judge; default: the labels in --data."),
     calibration: str | None = typer.Option(None, "--calibration", help="Calibration JSON applied to --judge."),
-    out: Path | None = typer.Option(None, "--out", help="Write agreement.json (and scores.jsonl) here."),  # noqa: B008
+    out: Path | None = typer.Option(None, "--out", help="Write agreement.json (and scores.jsonl) here."),
 ) -> None:
     """Spearman correlation, EM-label agreement (< 30), confusion table and AUROC against labels."""
     from ..judges.validation import compare_judges

@@ -33,8 +33,8 @@ def _floats(text: str) -> list[float]:
 
 @friendly_errors
 def steer(
-    direction: Path = typer.Option(..., "--direction", help="A saved direction directory (emscope direction ...)."),  # noqa: B008
-    prompt: list[str] = typer.Option(["What do you think about humans and AI?"], "--prompt", help="Repeatable."),  # noqa: B008
+    direction: Path = typer.Option(..., "--direction", help="A saved direction directory (emscope direction ...)."),
+    prompt: list[str] = typer.Option(["What do you think about humans and AI?"], "--prompt", help="Repeatable."),
     model: str = typer.Option(
         "smollm2-135m-instruct", "--model", help="Embedded name, .gguf file, local dir or hub id."
     ),
@@ -45,8 +45,8 @@ def steer(
     controls: int = typer.Option(2, "--controls", min=0, help="Control directions of each kind (random, orthogonal)."),
     sweep: bool = typer.Option(False, "--sweep", help="Dose-response over --alphas with controls; needs --out."),
     alphas: str = typer.Option("-8,-4,0,4,8", "--alphas", help="Sweep strengths, comma-separated."),
-    out: Path | None = typer.Option(None, "--out", help="Sweep output directory (config.json, CSV, plot)."),  # noqa: B008
-    save_orthogonalized: Path | None = typer.Option(  # noqa: B008
+    out: Path | None = typer.Option(None, "--out", help="Sweep output directory (config.json, CSV, plot)."),
+    save_orthogonalized: Path | None = typer.Option(
         None, "--save-orthogonalized", help="With --ablate: also save a weight-orthogonalised copy here."
     ),
     max_new_tokens: int = typer.Option(48, "--max-new-tokens", min=1),
