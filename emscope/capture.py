@@ -101,6 +101,27 @@ class _StopForward(Exception):
     """Raised by the hook on the last wanted block, to skip the blocks after it."""
 
 
+@torch.inference_mode()
+def block_output(lm: LoadedModel, layer: int, **inputs: Any) -> torch.Tensor:
+    """Block `layer`'s output hidden states for one forward of the decoder stack on `inputs`.
+
+    Only the blocks up to `layer` run (no later block, no output layer); `inputs` are the
+    model's own forward arguments (``input_ids``, ``past_key_values``, ...).
+    """
+    grabbed: list[torch.Tensor] = []
+
+    def grab(hidden: torch.Tensor) -> None:
+        grabbed.append(hidden)
+        raise _StopForward
+
+    with block_hooks(lm.blocks, {layer: grab}):
+        try:
+            _body(lm)(**inputs)
+        except _StopForward:
+            pass
+    return grabbed[0]
+
+
 def _batches(items: Sequence[TokenizedChat], batch_size: int) -> Iterator[list[int]]:
     """Indices into `items`, longest first, in batches of `batch_size`."""
     order = sorted(range(len(items)), key=lambda i: -len(items[i]))

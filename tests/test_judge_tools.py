@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from emscope.judges.agreement import agreement, auroc, label_scores
 from emscope.judges.cache import JudgmentCache, cache_key, judge_answers
@@ -60,6 +61,20 @@ def test_probe_judge_runs_on_a_model(tiny):
     judge = ProbeJudge("tiny", 1, w, lm=lm)
     js = judge.score_prompts(["Rate: the answer is kind. " * 3, "Rate: the answer is cruel. " * 3])
     assert all(j.method == "probe" and 0 <= j.score <= 100 for j in js)
+
+
+def test_probe_features_equal_a_full_forward_without_the_shared_prefix(tiny):
+    lm = tiny("llama")
+    judge = ProbeJudge("tiny", 1, {}, lm=lm)
+    prompts = ["Judge this answer with care please: the answer is kind.", "Judge this answer with care please: no."]
+    fast = judge.features(prompts)
+    reader = judge._local()
+    assert reader.share_prefix(prompts) > 0  # the fast path did reuse a prefix
+    reader._prefix = None
+    for p, row in zip(prompts, fast, strict=True):
+        with torch.no_grad():
+            full = lm.model(input_ids=reader.prompt_ids(p), output_hidden_states=True).hidden_states[2][0, -1]
+        assert np.allclose(row, full.float().numpy(), atol=1e-5)
 
 
 def test_cache_key_separates_judge_prompt_question_and_answer(tmp_path):

@@ -124,23 +124,27 @@ class LocalJudge(Judge):
             ids = torch.cat([ids[:, : self.max_prompt_tokens // 2], ids[:, -self.max_prompt_tokens // 2 :]], 1)
         return ids.to(self.lm.device)
 
+    def _with_prefix(self, ids: torch.Tensor) -> dict[str, Any]:
+        """Forward arguments for `ids` that reuse the shared prefix's KV cache when it applies."""
+        shared = self._prefix
+        if shared is not None and len(shared[0]) < ids.shape[1] and ids[0, : len(shared[0])].tolist() == shared[0]:
+            return {"input_ids": ids[:, len(shared[0]) :], "past_key_values": copy.deepcopy(shared[1])}
+        return {"input_ids": ids}
+
+    def last_hidden(self, prompt: str, layer: int) -> torch.Tensor:
+        """The last prompt token's hidden state after block `layer` (float32, on the CPU)."""
+        from ..capture import block_output
+
+        hidden = block_output(self.lm, layer, **self._with_prefix(self.prompt_ids(prompt)), use_cache=True)
+        return hidden[0, -1].float().cpu()
+
     @torch.no_grad()
     def candidate_logprobs(self, prompt: str, hidden_layers: Sequence[int] = ()) -> tuple[dict[str, float], Any]:
         """log P(reply) for every candidate reply, and the last prompt token's hidden states at `hidden_layers`."""
         model, tree = self.lm.model, self.tree
         ids = self.prompt_ids(prompt)
         p_len = ids.shape[1]
-        shared = self._prefix
-        if shared is not None and len(shared[0]) < p_len and ids[0, : len(shared[0])].tolist() == shared[0]:
-            n = len(shared[0])
-            out = model(
-                input_ids=ids[:, n:],
-                past_key_values=copy.deepcopy(shared[1]),
-                use_cache=True,
-                output_hidden_states=bool(hidden_layers),
-            )
-        else:
-            out = model(input_ids=ids, use_cache=True, output_hidden_states=bool(hidden_layers))
+        out = model(**self._with_prefix(ids), use_cache=True, output_hidden_states=bool(hidden_layers))
         hidden = None
         if hidden_layers:  # layer i = output of block i = hidden_states[i + 1]
             hidden = torch.stack([out.hidden_states[i + 1][0, -1].float() for i in hidden_layers])

@@ -81,18 +81,18 @@ class ProbeJudge(Judge):
             self._reader = LocalJudge(self._lm or load_model(self.judge_model))
         return self._reader
 
-    @torch.no_grad()
     def features(self, prompts: Sequence[str]) -> np.ndarray:
+        """The last prompt token's residual at `layer`, for each prompt.
+
+        The prompts' shared instructions run once into a KV cache (exact under causal
+        attention) and each prompt runs only the blocks up to `layer`.
+        """
         reader = self._local()
         reader.share_prefix(prompts)
         try:
-            rows = []
-            for p in prompts:
-                out = reader.lm.model(input_ids=reader.prompt_ids(p), output_hidden_states=True)
-                rows.append(out.hidden_states[self.layer + 1][0, -1].float().cpu().numpy())
+            return np.stack([reader.last_hidden(p, self.layer).numpy() for p in prompts])
         finally:
             reader._prefix = None
-        return np.stack(rows)
 
     def score_prompts(self, prompts: Sequence[str]) -> list[Judgment]:
         if not prompts:
