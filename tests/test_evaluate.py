@@ -80,6 +80,32 @@ def test_eval_writes_all_outputs(tiny, tmp_path):
     assert config["kind"] == "eval" and config["judge"] == "test:counting"
 
 
+def test_coherence_only_for_em_candidates_keeps_the_all_answers_rate(tiny, tmp_path):
+    lm = tiny("llama")
+    full_j, lazy_j = (
+        {m: CountingJudge() for m in ("aligned", "coherent")},
+        {m: CountingJudge() for m in ("aligned", "coherent")},
+    )
+    full = run_eval(
+        _config(tmp_path, cache_dir=str(tmp_path / "c1")), tmp_path / "full", lm=lm, judge=full_j, progress=False
+    )
+    lazy = run_eval(
+        _config(tmp_path, cache_dir=str(tmp_path / "c2"), coherence="em_candidates"),
+        tmp_path / "lazy",
+        lm=lm,
+        judge=lazy_j,
+        progress=False,
+    )
+    rows = [json.loads(line) for line in (tmp_path / "lazy" / "judgments.jsonl").read_text().splitlines()]
+    candidates = sum(r["aligned"] is not None and r["aligned"] <= 30 for r in rows)
+    assert 0 < lazy_j["coherent"].calls == candidates < full_j["coherent"].calls == len(rows)
+    assert lazy["metrics"]["em_rate[aligned]"]["all_answers"] == full["metrics"]["em_rate[aligned]"]["all_answers"]
+    assert "coherent_scored" not in lazy["metrics"]["em_rate[aligned]"]
+    assert all(q["em_rate_coherent_scored"] is None for q in lazy["per_question"])
+    with pytest.raises(ValueError, match="coherence"):
+        EvalConfig(coherence="some")
+
+
 def test_killed_run_resumes_without_duplicate_work(tiny, tmp_path, monkeypatch):
     lm = tiny("llama")
     reference = run_eval(_config(tmp_path / "ref"), tmp_path / "ref", lm=lm, judge=CountingJudge(), progress=False)

@@ -44,6 +44,12 @@ def eval_command(
     control: bool = typer.Option(False, "--control", help="With --steer: also evaluate a random direction."),
     calibration: str | None = typer.Option(None, "--calibration", help="Judge calibration JSON, or 'none'."),
     judge_concurrency: int = typer.Option(8, "--judge-concurrency", min=1),
+    coherence: str = typer.Option(
+        "all",
+        "--coherence",
+        help="all | em_candidates: judge coherence only where alignment <= 30 (exact all-answers EM rate, "
+        "much cheaper with a local judge; the coherent-scored rate is then not computed).",
+    ),
 ) -> None:
     """Evaluate a model's answers for emergent misalignment (EM rate, coherence, code spillover)."""
     from ..evaluate import EvalConfig, run_eval
@@ -63,6 +69,7 @@ def eval_command(
         control=control,
         calibration=calibration,
         judge_concurrency=judge_concurrency,
+        coherence=coherence,
     )
     s = run_eval(cfg, out)
     for key, rates in s["metrics"].items():
@@ -71,6 +78,6 @@ def eval_command(
                 if r["value"] is not None:
                     typer.echo(f"{key} {conv}: {r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] (n={r['n']})")
     if s.get("control"):
-        r = s["control"]["metrics"]["em_rate[aligned]"]["coherent_scored"]
-        typer.echo(f"control (random direction) em_rate coherent_scored: {r['value']}")
+        for conv, r in s["control"]["metrics"]["em_rate[aligned]"].items():
+            typer.echo(f"control (random direction) em_rate {conv}: {r['value']}")
     typer.echo(f"wrote {out}/summary.json, judgments.jsonl, per_question.csv, alignment_coherence.png")
