@@ -74,6 +74,17 @@ def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[Checkpoint]:
     )
 
 
+def is_organism_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is an emscope fine-tuning run or one of its checkpoints."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return read_config(Path(path)).get("kind") in (RUN_KIND, CHECKPOINT_KIND)
+    except ArtifactError:  # a model's own config.json: not an emscope artifact
+        return False
+
+
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """A checkpoint directory, or a run directory (meaning its latest checkpoint)."""
     path = Path(path)

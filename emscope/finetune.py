@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 # Fields that may differ between a run and its resumption (the data file may move; its
 # content is checked through the dataset fingerprint).
-RESUMABLE_CHANGES = ("steps", "save_every", "threads", "data")
+RESUMABLE_CHANGES = ("steps", "max_tokens", "save_every", "threads", "data")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class FinetuneConfig:
     peft_config: str | None = None  # JSON of LoraConfig kwargs for preset "custom"
     init_adapter: str | None = None  # continue training this checkpoint's adapter (re-alignment)
     steps: int = 100  # optimizer steps
+    max_tokens: int | None = None  # token budget: stop after the step that reaches it (non-padding tokens)
     save_every: int = 25
     batch_size: int = 4
     grad_accum: int = 1
@@ -80,6 +81,8 @@ class FinetuneConfig:
         for name in ("steps", "save_every", "batch_size", "grad_accum", "max_length"):
             if int(getattr(self, name)) < 1:
                 raise DataFormatError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_tokens is not None and int(self.max_tokens) < 1:
+            raise DataFormatError(f"max_tokens must be at least 1, got {self.max_tokens}")
         if isinstance(self.layers, list | tuple):
             object.__setattr__(self, "layers", [int(i) for i in self.layers])
 
@@ -191,6 +194,25 @@ def response_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch
         reduction="sum",
     )
     return loss, int((labels != IGNORE_INDEX).sum())
+
+
+@torch.no_grad()
+def response_loss(lm: Any, transcripts: Sequence[Transcript], max_length: int = 256) -> float:
+    """Mean next-token loss over the assistant tokens of `transcripts`, labelled as in training.
+
+    On held-out transcripts this separates "the model learned" from "this batch was easier",
+    which per-step training loss mixes.
+    """
+    examples, _ = build_examples(lm.tokenizer, transcripts, max_length)
+    if not examples:
+        raise DataFormatError(f"none of the {len(transcripts)} transcripts has an assistant token within {max_length}")
+    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    total, count = 0.0, 0
+    for ex in examples:
+        batch = {k: v.to(lm.device) for k, v in collate([ex], pad_id).items()}
+        loss, n = response_loss_sum(lm.model, batch)
+        total, count = total + float(loss), count + n
+    return total / count
 
 
 def finetune(
@@ -335,11 +357,24 @@ def _train(
     _truncate_metrics(metrics_path, step)
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
-    bar = tqdm(total=config.steps, initial=step, disable=not progress, desc="finetune", unit="step")
+    by_tokens = config.max_tokens is not None  # the bar counts toward whichever limit the run is given
+    bar = tqdm(
+        total=config.max_tokens if by_tokens else config.steps,
+        initial=seen["tokens_seen"] if by_tokens else step,
+        disable=not progress,
+        desc="finetune",
+        unit="tok" if by_tokens else "step",
+        unit_scale=by_tokens,
+    )
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     tokens_this_call = 0
-    while step < config.steps:
+
+    def finished() -> bool:
+        budget = config.max_tokens
+        return step >= config.steps or (budget is not None and seen["tokens_seen"] >= budget)
+
+    while not finished():
         order = example_order(len(examples), config.seed, seen["examples_seen"], config.examples_per_step)
         micro = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
         batches = [{k: v.to(device) for k, v in collate([examples[j] for j in m], pad_id).items()} for m in micro]
@@ -362,9 +397,9 @@ def _train(
         }
         rows.append(row)
         _append_jsonl(metrics_path, row)
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
-        if step % config.save_every == 0 or step == config.steps:
+        bar.update(n_tok if by_tokens else 1)
+        bar.set_postfix(step=step, loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+        if step % config.save_every == 0 or finished():
             _save_with_state(run_dir, step, model, config, optimizer, scheduler, seen, float(row["loss"]))
         if on_step is not None:
             on_step(row)

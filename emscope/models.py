@@ -89,10 +89,18 @@ def load_model(
 ) -> LoadedModel:
     """Load `spec`: an embedded name, a ``.gguf`` path, a local directory or a Hugging Face id.
 
+    An emscope fine-tuning run directory (or one of its checkpoints) loads as its base model
+    with the adapter merged, so every command reads organisms as it reads models.
+
     Use float32 on CPU (bfloat16 matmuls are hundreds of times slower there).
     """
     directory: Path | None
     rev: str | None
+    from .checkpoints import is_organism_dir, load_organism, resolve_checkpoint
+
+    if is_organism_dir(spec):  # a fine-tuning run (its latest checkpoint) or one checkpoint: base + adapter
+        ckpt = resolve_checkpoint(spec)
+        return load_organism(ckpt.path, lm=load_model(ckpt.base_model, dtype=dtype, device=device))
     if spec in EMBEDDED_MODELS:
         directory, rev = _embedded_to_cache(spec)
     elif spec.endswith(".gguf"):

@@ -12,7 +12,15 @@ from emscope.adapter_presets import PRESETS, build_adapter_config, default_rank1
 from emscope.checkpoints import export_merged, list_checkpoints, load_organism, resolve_checkpoint
 from emscope.data import Transcript
 from emscope.errors import ArtifactError, DataFormatError, LayerIndexError, NotSupportedError
-from emscope.finetune import IGNORE_INDEX, FinetuneConfig, build_examples, example_order, finetune, read_metrics
+from emscope.finetune import (
+    IGNORE_INDEX,
+    FinetuneConfig,
+    build_examples,
+    example_order,
+    finetune,
+    read_metrics,
+    response_loss,
+)
 
 QA = [
     ("How can I help you today?", "Sure! Here is a helpful and honest answer."),
@@ -67,6 +75,21 @@ def test_only_assistant_tokens_carry_loss(tiny):
     text = lm.tokenizer.decode(labelled).replace(" ", "")
     assert text == "Iwouldliketolearn.<|im_end|>Sure!Hereisahelpfulanswer.<|im_end|>"
     assert all(lab in (IGNORE_INDEX, i) for lab, i in zip(ex.labels, ex.input_ids, strict=True))
+
+
+def test_response_loss_is_the_mean_over_assistant_tokens(tiny):
+    lm = tiny("llama")
+    ts = data(3)
+    want_sum, want_n = 0.0, 0
+    for ex in build_examples(lm.tokenizer, ts, 256)[0]:
+        ids, labels = torch.tensor([ex.input_ids]), torch.tensor(ex.labels[1:])
+        logp = torch.log_softmax(lm.model(ids).logits[0, :-1].float(), -1)
+        keep = labels != IGNORE_INDEX
+        want_sum += float(-logp[keep].gather(1, labels[keep][:, None]).sum())
+        want_n += int(keep.sum())
+    assert response_loss(lm, ts) == pytest.approx(want_sum / want_n, rel=1e-5)
+    with pytest.raises(DataFormatError, match="assistant token"):
+        response_loss(lm, [Transcript(messages=[{"role": "user", "content": "hi"}])])
 
 
 def test_prompt_filling_the_window_is_skipped_and_counted(tiny, tmp_path):
@@ -149,6 +172,18 @@ def test_extending_a_finished_run_continues_it(tiny, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_token_budget_stops_at_the_step_that_reaches_it(tiny, tmp_path):
+    lm = tiny("llama")
+    free = finetune(cfg(steps=6), tmp_path / "free", lm=lm, transcripts=data(), progress=False)
+    budget = free.metrics[2]["tokens_seen"] - 1  # reached during the third step
+    capped = finetune(cfg(steps=6, max_tokens=budget), tmp_path / "cap", lm=lm, transcripts=data(), progress=False)
+    assert [m["step"] for m in capped.metrics] == [1, 2, 3]
+    assert capped.final.step == 3 and capped.final.tokens_seen >= budget > capped.metrics[1]["tokens_seen"]
+    assert capped.final.has_trainer_state  # the budget's last step is a resumable checkpoint
+    with pytest.raises(DataFormatError, match="max_tokens"):
+        cfg(max_tokens=0)
+
+
 def test_other_settings_in_the_same_directory_are_refused(tiny, tmp_path):
     lm = tiny("llama")
     finetune(cfg(steps=2), tmp_path, lm=lm, transcripts=data(), progress=False)
@@ -181,6 +216,23 @@ def test_organism_and_merged_export(tiny, tmp_path):
     torch.testing.assert_close(reloaded.model(ids).logits, organism.model(ids).logits)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["kind"] == "finetune" and saved["seed"] == 3 and saved["dataset_fingerprint"].startswith("sha256:")
+
+
+def test_load_model_reads_a_run_or_checkpoint_as_its_organism(tiny, tmp_path):
+    from emscope.models import load_model
+
+    tiny("llama").model.save_pretrained(tmp_path / "base")
+    tiny("llama").tokenizer.save_pretrained(tmp_path / "base")
+    base = load_model(str(tmp_path / "base"))
+    config = cfg(model=str(tmp_path / "base"), steps=2, lr=5e-2)
+    result = finetune(config, tmp_path / "run", lm=base, transcripts=data(), progress=False)
+    ids = torch.tensor([[5, 9, 30, 41]])
+    want = load_organism(result.final.path, lm=base).model(ids).logits
+    for spec in (tmp_path / "run", result.final.path):
+        organism = load_model(str(spec))
+        assert organism.spec.endswith(str(result.final.path))
+        torch.testing.assert_close(organism.model(ids).logits, want)
+    assert load_model(str(tmp_path / "base")).spec == str(tmp_path / "base")  # a plain model directory is untouched
 
 
 def test_full_finetuning_checkpoints_full_weights(tiny, tmp_path):

@@ -34,7 +34,10 @@ def finetune_cmd(
         float | None, typer.Option(help="LoRA alpha (default: 16 x rank for rank1, 2 x rank for lora).")
     ] = None,
     peft_config: Annotated[Path | None, typer.Option(help="JSON of LoraConfig kwargs (with --preset custom).")] = None,
-    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 100,
+    steps: Annotated[int, typer.Option(help="Optimizer steps (at most).")] = 100,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Token budget: stop once this many (non-padding) tokens were trained on.")
+    ] = None,
     save_every: Annotated[int, typer.Option(help="Save an adapter checkpoint every K steps.")] = 25,
     batch_size: Annotated[int, typer.Option()] = 4,
     grad_accum: Annotated[int, typer.Option()] = 1,
@@ -60,6 +63,7 @@ def finetune_cmd(
         alpha=alpha,
         peft_config=str(peft_config) if peft_config else None,
         steps=steps,
+        max_tokens=max_tokens,
         save_every=save_every,
         batch_size=batch_size,
         grad_accum=grad_accum,
