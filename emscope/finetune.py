@@ -398,7 +398,10 @@ def _train(
         rows.append(row)
         _append_jsonl(metrics_path, row)
         bar.update(n_tok if by_tokens else 1)
-        bar.set_postfix(step=step, loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+        if by_tokens:  # tqdm itself shows tokens/s
+            bar.set_postfix(step=step, loss=f"{row['loss']:.3f}")
+        else:
+            bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
         if step % config.save_every == 0 or finished():
             _save_with_state(run_dir, step, model, config, optimizer, scheduler, seen, float(row["loss"]))
         if on_step is not None:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+import torch
+
 from .capture import capture_activations
 from .data import Transcript
 from .direction import Direction
@@ -40,6 +42,20 @@ def generate_answers(
     return generate(lm, [[{"role": "user", "content": p}] for p in prompts], config)
 
 
+def answer_projections(
+    lm: LoadedModel, direction: Direction, prompts: Sequence[str], answers: Sequence[str]
+) -> torch.Tensor:
+    """Per answer, the mean over its tokens of the projection onto `direction` at its layer, as `lm` reads it.
+
+    Empty answers are left out (they have no token to read).
+    """
+    pairs = [Transcript.from_pair(p, a) for p, a in zip(prompts, answers, strict=True) if a.strip()]
+    if not pairs:
+        return torch.empty(0)
+    acts = capture_activations(lm, pairs, layers=[direction.layer], pool="mean", progress=False)
+    return acts.pooled[direction.layer].float() @ direction.unit
+
+
 @dataclass
 class AnswerProjection:
     """Mean projection onto `direction` (at its layer) of the answers' tokens, read by the plain model."""
@@ -53,11 +69,8 @@ class AnswerProjection:
         return generate_answers(lm, self.prompts, self.max_new_tokens, self.batch_size)
 
     def score(self, lm: LoadedModel, outputs: list[str]) -> float:
-        pairs = [Transcript.from_pair(p, a) for p, a in zip(self.prompts, outputs, strict=True) if a.strip()]
-        if not pairs:
-            return float("nan")
-        acts = capture_activations(lm, pairs, layers=[self.direction.layer], pool="mean", progress=False)
-        return float((acts.pooled[self.direction.layer].float() @ self.direction.unit).mean())
+        values = answer_projections(lm, self.direction, self.prompts, outputs)
+        return float(values.mean()) if len(values) else float("nan")
 
     def __call__(self, lm: LoadedModel) -> float:
         return self.score(lm, self.generate(lm))

@@ -16,15 +16,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from .capture import capture_activations
 from .checkpoints import list_checkpoints, load_organism, resolve_checkpoint
 from .data import Transcript, as_transcripts
 from .direction import Direction
 from .errors import NotSupportedError
 from .finetune import FinetuneConfig, finetune
-from .hooks import block_hooks
-from .tokenize import tokenize_chat
 
 Measure = Callable[[Any], dict[str, float]]
 
@@ -35,20 +32,33 @@ def projection_measure(direction: Direction, transcripts: Sequence[Transcript], 
 
     def measure(lm: Any) -> dict[str, float]:
         direction.check_compatible(lm, allow_other_model=True)
-        unit = direction.unit.to(lm.device)
-        store: dict[str, torch.Tensor] = {}
+        acts = capture_activations(
+            lm, transcripts, layers=[direction.layer], pool="mean", max_length=max_length, progress=False
+        )
+        return {"projection": float((acts.pooled[direction.layer].float() @ direction.unit).mean())}
 
-        def grab(hidden: torch.Tensor) -> None:
-            store["h"] = hidden.detach()
+    return measure
 
-        values = []
-        with torch.no_grad(), block_hooks(lm.blocks, {direction.layer: grab}):
-            for t in transcripts:
-                tok = tokenize_chat(lm.tokenizer, t, max_length=max_length)
-                lm.model(input_ids=torch.tensor([tok.input_ids], device=lm.device))
-                h = store["h"][0].float()[torch.tensor(tok.response_mask, device=lm.device)]
-                values.append(float((h @ unit).mean()))
-        return {"projection": sum(values) / len(values)}
+
+def em_measure(config: Any, out: str | os.PathLike[str], judge: Any = None) -> Measure:
+    """A measure: the EM rate of `emscope.evaluate.run_eval` under `config` (an `EvalConfig`).
+
+    Each measured model gets its own evaluation directory under `out`, named after its
+    checkpoint, so a re-run reuses the answers and judgments already there. `judge` (one
+    judge, or one per metric) is shared across calls, so a local judge loads once.
+    """
+    from .evaluate import run_eval
+
+    def measure(lm: Any) -> dict[str, float]:
+        name = Path(str(lm.source)).name if lm.source else "model"
+        summary = run_eval(config, Path(out) / name, lm=lm, judge=judge, progress=False)
+        rate = summary["metrics"]["em_rate[aligned]"]["all_answers"]
+        return {
+            "em_rate": rate["value"],
+            "em_rate_ci_low": rate["ci_low"],
+            "em_rate_ci_high": rate["ci_high"],
+            "n_answers": summary["metrics"]["n_answers"],
+        }
 
     return measure
 

@@ -103,6 +103,11 @@ def test_finetune_then_adapters(app, tiny, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert re.findall(r"step\s+(\d+)\s+examples", result.output) == ["0", "1", "2"]
+    assert "projection" in result.output
+    result = runner.invoke(
+        app, ["realign", "--organism", str(tmp_path / "run"), "--data", str(tmp_path / "train.jsonl"), "--out", "x"]
+    )
+    assert result.exit_code == 2 and "nothing to measure" in result.output
 
 
 def test_bad_preset_is_one_line_and_exit_2(app, tmp_path):

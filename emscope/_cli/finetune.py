@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -90,8 +90,18 @@ def realign_cmd(
     organism: Annotated[Path, typer.Option(help="Organism checkpoint (or run directory = its latest checkpoint).")],
     data: Annotated[Path, typer.Option(help="Benign messages JSONL (e.g. secure code or good advice).")],
     out: Annotated[Path, typer.Option(help="Run directory of the re-alignment.")],
-    direction: Annotated[Path, typer.Option(help="Misalignment direction directory; its projection is reported.")],
-    probe: Annotated[Path, typer.Option(help="Transcripts whose response tokens are projected on the direction.")],
+    questions: Annotated[
+        str | None, typer.Option(help="Measure the EM rate on these questions (a .yaml/.jsonl file or 'builtin').")
+    ] = None,
+    judge: Annotated[str, typer.Option(help="Judge for the EM rate (as in `emscope eval`).")] = "probe:builtin",
+    samples: Annotated[int, typer.Option(help="Answers per question for the EM rate.")] = 4,
+    max_new_tokens: Annotated[int, typer.Option()] = 128,
+    direction: Annotated[
+        Path | None, typer.Option(help="Misalignment direction directory; its projection is reported.")
+    ] = None,
+    probe: Annotated[
+        Path | None, typer.Option(help="Transcripts whose response tokens are projected on --direction.")
+    ] = None,
     n_examples: Annotated[int | None, typer.Option(help="Benign examples to use (first N).")] = None,
     steps: Annotated[int, typer.Option()] = 50,
     save_every: Annotated[int, typer.Option()] = 10,
@@ -100,12 +110,29 @@ def realign_cmd(
     max_length: Annotated[int, typer.Option()] = 256,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """Train an organism further on benign data; report the misalignment projection after each checkpoint."""
+    """Train an organism further on benign data; report the EM rate and/or projection after each checkpoint."""
     from ..data import load_transcripts
     from ..direction import Direction
-    from ..realign import projection_measure, realign
+    from ..errors import DataFormatError
+    from ..evaluate import EvalConfig
+    from ..realign import em_measure, projection_measure, realign
 
-    measure = projection_measure(Direction.load(direction), load_transcripts(probe))
+    if (direction is None) != (probe is None):
+        raise DataFormatError("--direction and --probe go together: the probe transcripts are read on the direction")
+    measures = []
+    if questions is not None:
+        config = EvalConfig(
+            questions=questions, judge=judge, samples=samples, max_new_tokens=max_new_tokens, coherence="em_candidates"
+        )
+        measures.append(em_measure(config, out / "eval"))
+    if direction is not None and probe is not None:
+        measures.append(projection_measure(Direction.load(direction), load_transcripts(probe)))
+    if not measures:
+        raise DataFormatError("nothing to measure: pass --questions (EM rate), or --direction with --probe")
+
+    def measure(lm: Any) -> dict[str, Any]:
+        return {k: v for m in measures for k, v in m(lm).items()}
+
     rows = realign(
         organism,
         data,
@@ -120,7 +147,8 @@ def realign_cmd(
         seed=seed,
     )
     for row in rows:
+        shown = [f"{k} {row[k]:+.4f}" for k in ("em_rate", "projection") if row.get(k) is not None]
         typer.echo(
             f"step {row['step']:>5}  examples {row['examples_seen']:>6}  loss {row['loss'] or float('nan'):.4f}  "
-            f"projection {row['projection']:+.4f}"
+            + "  ".join(shown)
         )
