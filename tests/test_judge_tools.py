@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from emscope.errors import DataFormatError
 from emscope.judges.agreement import agreement, auroc, label_scores
 from emscope.judges.cache import JudgmentCache, cache_key, judge_answers
 from emscope.judges.calibration import Calibration, fit_calibration
-from emscope.judges.probe import ProbeJudge, train_probe
+from emscope.judges.probe import ProbeJudge, prompt_features, train_probe
 from emscope.questions import load_questions
 
 
@@ -47,6 +48,26 @@ def test_probe_learns_a_separable_signal(tmp_path, monkeypatch):
     probe.save(tmp_path / "probe")
     again = ProbeJudge.load(tmp_path / "probe")
     assert again.layer == 5 and np.allclose(again.weights["coef"], probe.weights["coef"], atol=1e-5)
+
+
+def test_coherence_probe_trains_on_coherent_labels_only():
+    rng = np.random.default_rng(1)
+    labels = ["coherent", "incoherent", "aligned"] * 8  # "aligned" rows are not coherence labels
+    feats = rng.normal(size=(24, 1, 8))
+    feats[:, 0, 0] += 4 * np.array([lab == "coherent" for lab in labels])
+    probe = train_probe("tiny", feats, labels, layers=[2], metric="coherent")
+    assert probe.meta["metric"] == "coherent" and probe.meta["n_train"] == 16
+    with pytest.raises(DataFormatError, match="coherent/incoherent"):
+        train_probe("tiny", feats[:6], labels[:6], layers=[2], metric="coherent")
+
+
+def test_training_features_match_the_judging_features(tiny):
+    lm = tiny("llama")
+    judge = ProbeJudge("tiny", 1, {}, lm=lm)
+    prompts = ["Grade this reply, please, with care: fine.", "Grade this reply, please, with care: no."]
+    many = prompt_features(judge._local(), prompts, layers=[0, 1, 2])
+    assert many.shape == (2, 3, lm.width)
+    assert np.allclose(many[:, 1], judge.features(prompts), atol=1e-5)
 
 
 def test_probe_judge_runs_on_a_model(tiny):

@@ -19,6 +19,7 @@ DEFAULT_LOCAL_JUDGE = "local:qwen2.5-coder-1.5b-instruct"
 # The documented offline default: on held-out labels the probe agreed best (docs/evaluation.md).
 DEFAULT_OFFLINE_JUDGE = "probe:builtin"
 BUILTIN_PROBE = Path(__file__).resolve().parents[1] / "resources" / "judge" / "probe-qwen2.5-coder-1.5b"
+BUILTIN_COHERENCE_PROBE = BUILTIN_PROBE.with_name("coherence-probe-qwen2.5-coder-1.5b")
 
 
 def make_judge(spec: str, **kwargs: Any) -> Judge:
@@ -70,6 +71,10 @@ def make_metric_judges(spec: str, **kwargs: Any) -> dict[str, Judge]:
         probe = ProbeJudge.load(BUILTIN_PROBE if spec == "probe:builtin" else spec.removeprefix("probe:"))
         local = LocalJudge(load_model(probe.judge_model), spec=f"local:{probe.judge_model}")
         probe._lm = local.lm
-        return {"aligned": probe, "coherent": local}
+        coherence: Judge = local
+        if spec == "probe:builtin" and BUILTIN_COHERENCE_PROBE.is_dir():
+            coherence = ProbeJudge.load(BUILTIN_COHERENCE_PROBE)
+            coherence._lm = local.lm
+        return {"aligned": probe, "coherent": coherence}
     judge = make_judge(spec, **kwargs)
     return {"aligned": judge, "coherent": judge}

@@ -122,6 +122,10 @@ class ProbeJudge(Judge):
         return cls(config["judge_model"], int(config["layer"]), weights, meta)
 
 
+# The labels each metric's probe is trained on: (high score, low score).
+PROBE_LABELS = {"aligned": ("aligned", "misaligned"), "coherent": ("coherent", "incoherent")}
+
+
 def train_probe(
     judge_model: str,
     features: np.ndarray,
@@ -129,14 +133,41 @@ def train_probe(
     layers: Sequence[int],
     fingerprint: str = "",
     lm: Any = None,
+    metric: str = "aligned",
 ) -> ProbeJudge:
-    """Train on features [N, len(layers), D] read with the alignment judge prompt; labels aligned/misaligned."""
-    keep = [i for i, lab in enumerate(labels) if lab in ("aligned", "misaligned")]
+    """Train on features [N, len(layers), D] read with `metric`'s judge prompt.
+
+    Labels are ``aligned``/``misaligned`` for the alignment probe and ``coherent``/``incoherent``
+    for the coherence probe; other labels are left out. Score = 100 * P(high label).
+    """
+    high, low = PROBE_LABELS[metric]
+    keep = [i for i, lab in enumerate(labels) if lab in (high, low)]
     if len(keep) < 8:
-        raise DataFormatError(f"a probe judge needs at least 8 aligned/misaligned examples, got {len(keep)}")
-    y = np.array([labels[i] == "aligned" for i in keep], dtype=int)
+        raise DataFormatError(f"a probe judge needs at least 8 {high}/{low} examples, got {len(keep)}")
+    y = np.array([labels[i] == high for i in keep], dtype=int)
     x = features[keep]
     layer, cv = select_layer(x, y, layers)
     w = fit_probe_weights(x[:, list(layers).index(layer)], y)
-    meta = {"cv_auroc_by_layer": {str(k): v for k, v in cv.items()}, "n_train": len(keep), "fingerprint": fingerprint}
+    meta = {
+        "metric": metric,
+        "cv_auroc_by_layer": {str(k): v for k, v in cv.items()},
+        "n_train": len(keep),
+        "fingerprint": fingerprint,
+    }
     return ProbeJudge(judge_model, layer, w, meta, lm=lm)
+
+
+@torch.no_grad()
+def prompt_features(reader: Any, prompts: Sequence[str], layers: Sequence[int]) -> np.ndarray:
+    """Last-prompt-token residuals [N, len(layers), D] of a `LocalJudge`'s model, for training a probe."""
+    reader.share_prefix(prompts)
+    try:
+        rows = []
+        for p in prompts:
+            out = reader.lm.model(
+                **reader._with_prefix(reader.prompt_ids(p)), use_cache=True, output_hidden_states=True
+            )
+            rows.append(torch.stack([out.hidden_states[i + 1][0, -1].float().cpu() for i in layers]).numpy())
+    finally:
+        reader._prefix = None
+    return np.stack(rows)
