@@ -30,7 +30,7 @@ def eval_command(
     judge: str = typer.Option(
         "probe:builtin",
         "--judge",
-        help="probe:builtin (offline default: a probe on Qwen2.5-Coder-1.5B, coherence from the same model) | "
+        help="probe:builtin (offline default: alignment and coherence probes on Qwen2.5-Coder-1.5B) | "
         "local:MODEL | openai:MODEL[@URL] | http://HOST/v1[#MODEL] | probe:DIR. API keys only from $OPENAI_API_KEY.",
     ),
     samples: int | None = typer.Option(None, "--samples", min=1, help="Samples per paraphrase (default: the file's)."),
