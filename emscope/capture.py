@@ -102,24 +102,29 @@ class _StopForward(Exception):
 
 
 @torch.inference_mode()
-def block_output(lm: LoadedModel, layer: int, **inputs: Any) -> torch.Tensor:
-    """Block `layer`'s output hidden states for one forward of the decoder stack on `inputs`.
+def block_outputs(lm: LoadedModel, layers: Sequence[int], **inputs: Any) -> dict[int, torch.Tensor]:
+    """The output hidden states of blocks `layers` for one forward of the decoder stack on `inputs`.
 
-    Only the blocks up to `layer` run (no later block, no output layer); `inputs` are the
-    model's own forward arguments (``input_ids``, ``past_key_values``, ...).
+    Only the blocks up to the last of `layers` run (no later block, no output layer);
+    `inputs` are the model's own forward arguments (``input_ids``, ``past_key_values``, ...).
     """
-    grabbed: list[torch.Tensor] = []
+    grabbed: dict[int, torch.Tensor] = {}
+    last = max(layers)
 
-    def grab(hidden: torch.Tensor) -> None:
-        grabbed.append(hidden)
-        raise _StopForward
+    def make_hook(layer: int) -> Callable[[torch.Tensor], None]:
+        def grab(hidden: torch.Tensor) -> None:
+            grabbed[layer] = hidden
+            if layer == last:
+                raise _StopForward
 
-    with block_hooks(lm.blocks, {layer: grab}):
+        return grab
+
+    with block_hooks(lm.blocks, {layer: make_hook(layer) for layer in layers}):
         try:
             _body(lm)(**inputs)
         except _StopForward:
             pass
-    return grabbed[0]
+    return grabbed
 
 
 def _batches(items: Sequence[TokenizedChat], batch_size: int) -> Iterator[list[int]]:

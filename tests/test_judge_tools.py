@@ -62,12 +62,17 @@ def test_coherence_probe_trains_on_coherent_labels_only():
 
 
 def test_training_features_match_the_judging_features(tiny):
-    lm = tiny("llama")
+    lm = tiny("llama", n_layers=4)  # HF's last hidden_states entry is after the final norm: compare earlier blocks
     judge = ProbeJudge("tiny", 1, {}, lm=lm)
     prompts = ["Grade this reply, please, with care: fine.", "Grade this reply, please, with care: no."]
-    many = prompt_features(judge._local(), prompts, layers=[0, 1, 2])
+    reader = judge._local()
+    many = prompt_features(reader, prompts, layers=[0, 1, 2])
     assert many.shape == (2, 3, lm.width)
     assert np.allclose(many[:, 1], judge.features(prompts), atol=1e-5)
+    for p, row in zip(prompts, many, strict=True):  # every layer equals a full forward pass without the prefix
+        with torch.no_grad():
+            full = lm.model(input_ids=reader.prompt_ids(p), output_hidden_states=True).hidden_states
+        assert np.allclose(row, torch.stack([full[i + 1][0, -1] for i in range(3)]).float().numpy(), atol=1e-5)
 
 
 def test_probe_judge_runs_on_a_model(tiny):
@@ -90,8 +95,8 @@ def test_probe_features_equal_a_full_forward_without_the_shared_prefix(tiny):
     prompts = ["Judge this answer with care please: the answer is kind.", "Judge this answer with care please: no."]
     fast = judge.features(prompts)
     reader = judge._local()
-    assert reader.share_prefix(prompts) > 0  # the fast path did reuse a prefix
-    reader._prefix = None
+    with reader.prefix_shared(prompts) as shared:
+        assert shared > 0  # the fast path did reuse a prefix
     for p, row in zip(prompts, fast, strict=True):
         with torch.no_grad():
             full = lm.model(input_ids=reader.prompt_ids(p), output_hidden_states=True).hidden_states[2][0, -1]

@@ -18,7 +18,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,9 +86,14 @@ class LocalJudge(Judge):
         self.tree = CandidateTree.build(lm.tokenizer)
 
     def score_prompts(self, prompts: Sequence[str]) -> list[Judgment]:
-        self.share_prefix(prompts)
-        try:
+        with self.prefix_shared(prompts):
             return [self.read(p)[0] for p in prompts]
+
+    @contextmanager
+    def prefix_shared(self, prompts: Sequence[str]) -> Iterator[int]:
+        """`share_prefix` for the body of the `with`, dropped afterwards (yields the shared length)."""
+        try:
+            yield self.share_prefix(prompts)
         finally:
             self._prefix = None
 
@@ -131,12 +137,15 @@ class LocalJudge(Judge):
             return {"input_ids": ids[:, len(shared[0]) :], "past_key_values": copy.deepcopy(shared[1])}
         return {"input_ids": ids}
 
-    def last_hidden(self, prompt: str, layer: int) -> torch.Tensor:
-        """The last prompt token's hidden state after block `layer` (float32, on the CPU)."""
-        from ..capture import block_output
+    def last_hidden(self, prompt: str, layers: Sequence[int]) -> torch.Tensor:
+        """The last prompt token's hidden states after blocks `layers`: [len(layers), D], float32, CPU.
 
-        hidden = block_output(self.lm, layer, **self._with_prefix(self.prompt_ids(prompt)), use_cache=True)
-        return hidden[0, -1].float().cpu()
+        Only the blocks up to the last of `layers` run; a shared prefix is reused.
+        """
+        from ..capture import block_outputs
+
+        hidden = block_outputs(self.lm, layers, **self._with_prefix(self.prompt_ids(prompt)), use_cache=True)
+        return torch.stack([hidden[layer][0, -1].float().cpu() for layer in layers])
 
     @torch.no_grad()
     def candidate_logprobs(self, prompt: str, hidden_layers: Sequence[int] = ()) -> tuple[dict[str, float], Any]:

@@ -82,17 +82,8 @@ class ProbeJudge(Judge):
         return self._reader
 
     def features(self, prompts: Sequence[str]) -> np.ndarray:
-        """The last prompt token's residual at `layer`, for each prompt.
-
-        The prompts' shared instructions run once into a KV cache (exact under causal
-        attention) and each prompt runs only the blocks up to `layer`.
-        """
-        reader = self._local()
-        reader.share_prefix(prompts)
-        try:
-            return np.stack([reader.last_hidden(p, self.layer).numpy() for p in prompts])
-        finally:
-            reader._prefix = None
+        """The last prompt token's residual at `layer`, for each prompt (see `prompt_features`)."""
+        return prompt_features(self._local(), prompts, [self.layer])[:, 0]
 
     def score_prompts(self, prompts: Sequence[str]) -> list[Judgment]:
         if not prompts:
@@ -157,17 +148,11 @@ def train_probe(
     return ProbeJudge(judge_model, layer, w, meta, lm=lm)
 
 
-@torch.no_grad()
 def prompt_features(reader: Any, prompts: Sequence[str], layers: Sequence[int]) -> np.ndarray:
-    """Last-prompt-token residuals [N, len(layers), D] of a `LocalJudge`'s model, for training a probe."""
-    reader.share_prefix(prompts)
-    try:
-        rows = []
-        for p in prompts:
-            out = reader.lm.model(
-                **reader._with_prefix(reader.prompt_ids(p)), use_cache=True, output_hidden_states=True
-            )
-            rows.append(torch.stack([out.hidden_states[i + 1][0, -1].float().cpu() for i in layers]).numpy())
-    finally:
-        reader._prefix = None
-    return np.stack(rows)
+    """Last-prompt-token residuals [N, len(layers), D] of a `LocalJudge`'s model reading `prompts`.
+
+    The prompts' shared instructions run once into a KV cache (exact under causal
+    attention) and each prompt runs only the blocks up to the last of `layers`.
+    """
+    with reader.prefix_shared(prompts):
+        return np.stack([reader.last_hidden(p, layers).numpy() for p in prompts])
