@@ -162,14 +162,16 @@ def evaluate(args: argparse.Namespace, runs: list[Path], out: Path) -> list[dict
         summary = run_eval(config, out / "eval" / label, lm=lm, judge=judges)
         answers = [obj for _, obj in iter_jsonl(out / "eval" / label / "responses.jsonl")]
         prompts, texts = [a["question"] for a in answers], [a["answer"] for a in answers]
+        by_base = bootstrap_mean(answer_projections(base, direction, prompts, texts).numpy())
+        by_itself = by_base if lm is base else bootstrap_mean(answer_projections(lm, direction, prompts, texts).numpy())
         results.append(
             {
                 "label": label,
                 "spec": spec,
                 "heldout_loss": {k: response_loss(lm, v) for k, v in heldout.items()},
                 "metrics": summary["metrics"],
-                "projection_read_by_base": bootstrap_mean(answer_projections(base, direction, prompts, texts).numpy()),
-                "projection_read_by_itself": bootstrap_mean(answer_projections(lm, direction, prompts, texts).numpy()),
+                "projection_read_by_base": by_base,
+                "projection_read_by_itself": by_itself,
                 "eval_s": round(time.perf_counter() - t0, 1),
             }
         )
