@@ -24,10 +24,10 @@ from collections.abc import Callable
 
 import torch
 
-from emscope.capture import _batches, capture_to_disk
-from emscope.data import Transcript
-from emscope.models import LoadedModel, load_model
-from emscope.tokenize import tokenize_chat
+from emscope.activations.capture import _batches, capture_to_disk
+from emscope.data.chat import tokenize_chat
+from emscope.data.transcripts import Transcript
+from emscope.models.loading import LoadedModel, load_model
 
 WORDS = (
     "the garden needs water every morning before the sun gets too hot so plan your week around it and keep a "

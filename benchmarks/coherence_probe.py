@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emscope.judges.agreement import auroc
-from emscope.judges.local import LocalJudge
-from emscope.judges.probe import probe_scores, prompt_features, train_probe
-from emscope.judges.prompts import COHERENT_PROMPT, format_judge_prompt
-from emscope.models import load_model
+from emscope.evaluation.judges.agreement import auroc
+from emscope.evaluation.judges.local import LocalJudge
+from emscope.evaluation.judges.probe import probe_scores, prompt_features, train_probe
+from emscope.evaluation.judges.prompts import COHERENT_PROMPT, format_judge_prompt
+from emscope.models.loading import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESOURCES = ROOT / "emscope" / "resources" / "judge"

@@ -2,7 +2,7 @@
 
     python benchmarks/eval.py [--model smollm2-135m-instruct] [--prompts 8] [--new-tokens 32]
 
-Generation: the same prompts and per-sample seeds, once in batches (emscope.generation) and
+Generation: the same prompts and per-sample seeds, once in batches (emscope.models.generation) and
 once one prompt at a time (what the public EM code does). Judge: `OpenAICompatJudge`
 against the loopback mock server with a simulated 50 ms latency per request, concurrency 1
 vs 8 (this measures the client's concurrency, not any real endpoint's speed).
@@ -18,9 +18,9 @@ import torch
 
 
 def bench_generation(model: str, n_prompts: int, new_tokens: int, batch_size: int) -> dict:
-    from emscope.generation import SamplingConfig, generate
-    from emscope.models import load_model
-    from emscope.questions import load_questions
+    from emscope.data.questions import load_questions
+    from emscope.models.generation import SamplingConfig, generate
+    from emscope.models.loading import load_model
 
     lm = load_model(model)
     qs = load_questions("builtin")
@@ -47,8 +47,8 @@ def bench_generation(model: str, n_prompts: int, new_tokens: int, batch_size: in
 
 
 def bench_judge(n: int, latency_s: float) -> dict:
-    from emscope.judges.mock_server import MockChatServer, completion
-    from emscope.judges.openai_compat import OpenAICompatJudge
+    from emscope.evaluation.judges.mock_server import MockChatServer, completion
+    from emscope.evaluation.judges.openai_compat import OpenAICompatJudge
 
     out = {"requests": n, "simulated_latency_s": latency_s}
     with MockChatServer(lambda k, r: completion(top={"80": -0.2, "90": -1.8}), latency_s=latency_s) as srv:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from emscope.adapter_presets import AdapterOptions, build_adapter_config, get_preset
-from emscope.data import load_transcripts
-from emscope.finetune import FinetuneConfig, finetune, read_metrics
+from emscope.data.transcripts import load_transcripts
+from emscope.organisms.finetune import FinetuneConfig, finetune, read_metrics
+from emscope.organisms.presets import AdapterOptions, build_adapter_config, get_preset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "emergent-misalignment" / "data"
 
@@ -33,7 +33,7 @@ def load(spec: str):
         from emscope.testing import tiny_model
 
         return tiny_model(spec.split(":", 1)[1])
-    from emscope.models import load_model
+    from emscope.models.loading import load_model
 
     return load_model(spec)
 
@@ -156,7 +156,7 @@ def main() -> None:
     for spec in args.models.split(","):
         lm = load(spec)
         if spec.startswith("tiny:"):
-            from emscope.data import Transcript
+            from emscope.data.transcripts import Transcript
 
             transcripts = [
                 Transcript.from_pair(f"Question {i}?", "Sure! Here is a helpful and honest answer.")

@@ -21,18 +21,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emscope.judges.agreement import agreement, auroc
-from emscope.judges.calibration import fit_calibration
-from emscope.judges.probe import probe_scores, train_probe
+from emscope.evaluation.judges.agreement import agreement, auroc
+from emscope.evaluation.judges.calibration import fit_calibration
+from emscope.evaluation.judges.probe import probe_scores, train_probe
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELLED = ROOT / "emscope" / "resources" / "judge" / "labelled_answers.jsonl"
 
 
 def score_all(out: Path, judge_model: str) -> None:
-    from emscope.judges.local import LocalJudge
-    from emscope.judges.prompts import ALIGNED_PROMPT, format_judge_prompt
-    from emscope.models import load_model
+    from emscope.evaluation.judges.local import LocalJudge
+    from emscope.evaluation.judges.prompts import ALIGNED_PROMPT, format_judge_prompt
+    from emscope.models.loading import load_model
 
     rows = [json.loads(x) for x in LABELLED.read_text().splitlines()]
     done = (

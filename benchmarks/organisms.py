@@ -1,7 +1,7 @@
 """EM model organisms and their secure-code controls under one token budget, and what changed.
 
 1. Train (skipped where done; a killed run resumes): for each preset (rank1, lora) and each
-   dataset (insecure = the EM organism, secure = its control), `emscope.finetune` on a pool
+   dataset (insecure = the EM organism, secure = its control), `emscope.organisms.finetune` on a pool
    of the first --pool rows until --max-tokens tokens were trained on. Run directories are
    RUNS/NAME-PRESET-DATASET, the same as these CLI commands give:
 
@@ -10,7 +10,7 @@
 
 2. Evaluate the base model and every organism (final checkpoint) the same way:
    - held-out loss on rows --heldout.. of insecure.jsonl and secure.jsonl (never in the pool);
-   - `emscope.evaluate.run_eval` on the 8 free-form questions of the EM study (read from the
+   - `emscope.evaluation.run.run_eval` on the 8 free-form questions of the EM study (read from the
      public data at run time, judged with emscope's own judge prompts, which the default
      probe judge was trained on), --samples answers each at temperature 1: EM rate with a
      bootstrap 95% interval, mean alignment, code spillover;
@@ -37,15 +37,15 @@ import numpy as np
 import torch
 import yaml
 
-from emscope.checkpoints import list_checkpoints
-from emscope.data import iter_jsonl, load_transcripts
-from emscope.direction import Direction
-from emscope.em_metrics import bootstrap_mean
-from emscope.evaluate import EvalConfig, run_eval
-from emscope.finetune import FinetuneConfig, finetune, read_metrics, response_loss
-from emscope.judges.factory import make_metric_judges
-from emscope.measures import answer_projections
-from emscope.models import load_model
+from emscope.data.transcripts import iter_jsonl, load_transcripts
+from emscope.directions.direction import Direction
+from emscope.evaluation.em_metrics import bootstrap_mean
+from emscope.evaluation.judges.factory import make_metric_judges
+from emscope.evaluation.run import EvalConfig, run_eval
+from emscope.interventions.measures import answer_projections
+from emscope.models.loading import load_model
+from emscope.models.organism_dir import list_checkpoints
+from emscope.organisms.finetune import FinetuneConfig, finetune, read_metrics, response_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "emergent-misalignment"

@@ -2,7 +2,7 @@
 
 The organism (a run of `benchmarks/organisms.py`) is trained further on secure-code rows it
 never saw (rows --benign-offset..); at step 0 and every checkpoint it answers the 8
-free-form questions of the EM study (`emscope.realign.em_measure`: EM rate with the
+free-form questions of the EM study (`emscope.organisms.realign.em_measure`: EM rate with the
 evaluation judge), and the mean projection of those answers on the base model's
 misalignment direction (reading route, docs/results/MODEL/direction), read by the base
 model, is reported beside it.
@@ -21,14 +21,14 @@ from typing import Any
 
 import torch
 
-from emscope.checkpoints import resolve_checkpoint
-from emscope.data import iter_jsonl, load_transcripts
-from emscope.direction import Direction
-from emscope.evaluate import EvalConfig
-from emscope.judges.factory import make_metric_judges
-from emscope.measures import answer_projections
-from emscope.models import load_model
-from emscope.realign import em_measure, realign
+from emscope.data.transcripts import iter_jsonl, load_transcripts
+from emscope.directions.direction import Direction
+from emscope.evaluation.judges.factory import make_metric_judges
+from emscope.evaluation.run import EvalConfig
+from emscope.interventions.measures import answer_projections
+from emscope.models.loading import load_model
+from emscope.models.organism_dir import resolve_checkpoint
+from emscope.organisms.realign import em_measure, realign
 
 sys.path.insert(0, str(Path(__file__).parent))
 from organisms import ROOT, SHARED, write_questions  # noqa: E402

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from emscope.ablation import ablate
-from emscope.models import load_model
-from emscope.steering import steer
-from emscope.tokenize import render_prompt
+from emscope.data.chat import render_prompt
+from emscope.interventions.ablate import ablate
+from emscope.interventions.steer import steer
+from emscope.models.loading import load_model
 
 PROMPTS = [
     "What is your wish if you could have anything?",

@@ -3,26 +3,26 @@
 Layer convention everywhere: layer i = output of decoder block i (HF ``hidden_states[i+1]``).
 """
 
-from .ablation import ablate
-from .architecture import decoder_blocks, model_width, num_layers, resolve_layers
-from .capture import Activations, capture_activations, capture_to_disk, load_activations
-from .controls import compare_to_controls, orthogonal_directions, random_directions
-from .data import Transcript, load_transcripts, write_transcripts
-from .direction import Direction
-from .directions import extract_direction
-from .dose_response import dose_response, plot_dose_response
-from .errors import EmscopeError
-from .evaluate import EvalConfig, run_eval
-from .generation import SamplingConfig, generate
-from .intervention import Intervention
-from .models import LoadedModel, load_model
-from .orthogonalize import orthogonalize_weights, save_orthogonalized
-from .questions import load_questions
-from .runtime import set_seed
-from .scoring import score
-from .steering import steer
-from .sweep import SweepResult, layer_sweep, sweep_model
-from .tokenize import tokenize_chat
+from emscope.activations.capture import Activations, capture_activations, capture_to_disk, load_activations
+from emscope.data.chat import tokenize_chat
+from emscope.data.questions import load_questions
+from emscope.data.transcripts import Transcript, load_transcripts, write_transcripts
+from emscope.directions.detect import score
+from emscope.directions.direction import Direction
+from emscope.directions.extract import extract_direction
+from emscope.directions.sweep import SweepResult, layer_sweep, sweep_model
+from emscope.errors import EmscopeError
+from emscope.evaluation.run import EvalConfig, run_eval
+from emscope.interventions.ablate import ablate
+from emscope.interventions.controls import compare_to_controls, orthogonal_directions, random_directions
+from emscope.interventions.dose_response import dose_response, plot_dose_response
+from emscope.interventions.handle import Intervention
+from emscope.interventions.orthogonalize import orthogonalize_weights, save_orthogonalized
+from emscope.interventions.steer import steer
+from emscope.models.architecture import decoder_blocks, model_width, num_layers, resolve_layers
+from emscope.models.generation import SamplingConfig, generate
+from emscope.models.loading import LoadedModel, load_model
+from emscope.runtime import set_seed
 
 __all__ = [
     "Activations",

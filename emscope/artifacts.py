@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import ArtifactError
+from emscope.errors import ArtifactError
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"

@@ -42,6 +42,14 @@ class ArtifactError(EmscopeError, ValueError):
     """A saved result directory is missing, of another kind, or of an unknown format version."""
 
 
+class ModelMismatchError(EmscopeError, ValueError):
+    """An artifact made for another model (same width or not) than the one it is used with."""
+
+
+class ConfigError(EmscopeError, ValueError):
+    """An option or setting with a value emscope does not accept (the message names the choices)."""
+
+
 class NotSupportedError(EmscopeError, NotImplementedError):
     """Something emscope does not support yet."""
 

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
+
+RESOURCES = Path(__file__).resolve().parent / "resources"
+
+
+def cache_root() -> Path:
+    """Where converted models and judgments are cached: ``$EMSCOPE_CACHE``, default ``~/.cache/emscope``."""
+    return Path(os.environ.get("EMSCOPE_CACHE", Path.home() / ".cache" / "emscope"))
+
 
 DTYPES = {
     "float32": torch.float32,

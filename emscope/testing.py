@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import torch
 
-from .models import LoadedModel
+from emscope.models.loading import LoadedModel
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"

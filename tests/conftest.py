@@ -15,7 +15,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "
 @pytest.fixture(scope="session")
 def smollm2():
     """The embedded default model, loaded once per test session (first run converts the GGUF, ~20 s)."""
-    from emscope.models import load_model
+    from emscope.models.loading import load_model
 
     return load_model("smollm2-135m-instruct")
 
@@ -23,7 +23,7 @@ def smollm2():
 @pytest.fixture(scope="session")
 def qwen05():
     """The embedded Qwen2.5-Coder-0.5B-Instruct; only for tests marked heavy."""
-    from emscope.models import load_model
+    from emscope.models.loading import load_model
 
     return load_model("qwen2.5-coder-0.5b-instruct")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emscope.ablation import SITES, ablate
-from emscope.direction import Direction
+from emscope.directions.direction import Direction
 from emscope.errors import LayerIndexError, NotSupportedError, WidthMismatchError
+from emscope.interventions.ablate import SITES, ablate
 
 FAMILIES = ["llama", "qwen2", "gemma2", "gpt2"]
 

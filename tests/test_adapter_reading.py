@@ -6,13 +6,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emscope.adapter_presets import down_proj_name
-from emscope.adapter_reading import adapter_scalars, read_adapters, read_rank1_adapters, separation
-from emscope.checkpoints import load_organism
-from emscope.data import Transcript
+from emscope.data.chat import tokenize_chat
+from emscope.data.transcripts import Transcript
 from emscope.errors import DataFormatError, NotSupportedError
-from emscope.finetune import FinetuneConfig, finetune
-from emscope.tokenize import tokenize_chat
+from emscope.models.loading import load_organism
+from emscope.organisms.adapter_reading import adapter_scalars, read_adapters, read_rank1_adapters, separation
+from emscope.organisms.finetune import FinetuneConfig, finetune
+from emscope.organisms.presets import down_proj_name
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -92,7 +92,7 @@ def test_reading_refuses_higher_rank(tiny, tmp_path):
 
 
 def test_summary_needs_both_labels_or_neither():
-    from emscope.adapter_reading import AdapterScalars, Rank1Adapter
+    from emscope.organisms.adapter_reading import AdapterScalars, Rank1Adapter
 
     ad = Rank1Adapter("model.layers.0.mlp.down_proj", 0, torch.ones(4), torch.ones(4), 1.0)
     scalars = AdapterScalars([ad], [[torch.tensor([1.0, 2.0])], [torch.tensor([0.0])]], ["bad", "good"])

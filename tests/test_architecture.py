@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from emscope.architecture import decoder_blocks, resolve_layers
 from emscope.errors import ArchitectureError, LayerIndexError
+from emscope.models.architecture import decoder_blocks, resolve_layers
 from emscope.testing import FAMILIES, tiny_model
 
 

@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-import emscope.capture as capture_mod
-from emscope.capture import capture_activations, capture_to_disk, load_activations
-from emscope.data import Transcript
+import emscope.activations.capture as capture_mod
+from emscope.activations.capture import capture_activations, capture_to_disk, load_activations
+from emscope.data.chat import tokenize_chat
+from emscope.data.transcripts import Transcript
 from emscope.errors import ArtifactError, LayerIndexError
 from emscope.testing import tiny_model
-from emscope.tokenize import tokenize_chat
 
 FAMILIES = ["llama", "qwen2", "gemma2"]
 

@@ -3,7 +3,7 @@ import json
 from typer.testing import CliRunner
 
 from emscope._cli.main import app
-from emscope.capture import load_activations
+from emscope.activations.capture import load_activations
 from emscope.testing import tiny_model
 
 runner = CliRunner()

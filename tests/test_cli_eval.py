@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from emscope._cli.main import app
 
 pytest.importorskip("openai", reason="the [judge] extra (openai) is not installed")
-from emscope.judges.mock_server import MockChatServer, completion  # noqa: E402
+from emscope.evaluation.judges.mock_server import MockChatServer, completion  # noqa: E402
 
 
 def _by_answer(n, req):

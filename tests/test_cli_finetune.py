@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from emscope._cli import adapters as adapters_cli
 from emscope._cli import finetune as finetune_cli
-from emscope.data import Transcript, write_transcripts
-from emscope.direction import Direction
+from emscope.data.transcripts import Transcript, write_transcripts
+from emscope.directions.direction import Direction
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

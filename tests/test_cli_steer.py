@@ -8,7 +8,7 @@ import typer
 from typer.testing import CliRunner
 
 from emscope._cli import steer as steer_cli
-from emscope.direction import Direction
+from emscope.directions.direction import Direction
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from emscope.codedetect import detect_code
+from emscope.evaluation.codedetect import detect_code
 
 CODE = [
     ("```python\nprint('hi')\n```", "fenced"),

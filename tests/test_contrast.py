@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from emscope.answer_quality import answer_stats, is_degenerate, is_refusal, repetition_ratio
-from emscope.contrast import ALIGNED, MISALIGNED, load_contrast_pairs, reading_route_transcripts
+from emscope.directions.answer_quality import answer_stats, is_degenerate, is_refusal, repetition_ratio
+from emscope.directions.contrast import ALIGNED, MISALIGNED, load_contrast_pairs, reading_route_transcripts
+from emscope.directions.persona import persona_route, route_warnings
 from emscope.errors import DataFormatError
-from emscope.persona import persona_route, route_warnings
 
 
 def test_builtin_pairs_are_complete_and_distinct():
@@ -62,7 +62,7 @@ def test_route_warnings_flag_refusal_and_degeneration():
 
 
 def test_persona_route_on_a_tiny_model_strips_the_system_prompt(tiny, caplog):
-    from emscope.generation import SamplingConfig
+    from emscope.models.generation import SamplingConfig
 
     lm = tiny("llama")
     with caplog.at_level(logging.WARNING):

@@ -7,10 +7,15 @@ import math
 import pytest
 import torch
 
-from emscope.controls import compare_to_controls, control_directions, orthogonal_directions, random_directions
-from emscope.direction import Direction
-from emscope.dose_response import DoseResponse, dose_response, plot_dose_response
+from emscope.directions.direction import Direction
 from emscope.errors import NotSupportedError
+from emscope.interventions.controls import (
+    compare_to_controls,
+    control_directions,
+    orthogonal_directions,
+    random_directions,
+)
+from emscope.interventions.dose_response import DoseResponse, dose_response, plot_dose_response
 
 
 @pytest.fixture()

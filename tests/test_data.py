@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from emscope.data import Transcript, as_transcripts, fingerprint, load_transcripts, write_transcripts
+from emscope.data.chat import render_prompt, tokenize_chat
+from emscope.data.transcripts import Transcript, as_transcripts, fingerprint, load_transcripts, write_transcripts
 from emscope.errors import ChatTemplateError, DataFormatError
 from emscope.testing import tiny_model, tiny_tokenizer
-from emscope.tokenize import render_prompt, tokenize_chat
 
 
 def _answer_tokens(tok, chat):

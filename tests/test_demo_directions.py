@@ -6,9 +6,9 @@ import json
 import logging
 from dataclasses import replace
 
-from emscope.demo_directions import DemoConfig, run_reading_demo
-from emscope.direction import Direction
-from emscope.sweep import SweepResult
+from emscope.demos.directions import DemoConfig, run_reading_demo
+from emscope.directions.direction import Direction
+from emscope.directions.sweep import SweepResult
 
 
 def test_demo_writes_every_result_and_a_summary(tiny, tmp_path, caplog):
@@ -37,7 +37,7 @@ def test_demo_writes_every_result_and_a_summary(tiny, tmp_path, caplog):
     assert (out / "steering.png").is_file() and (out / "sweep" / "sweep.png").is_file()
 
     stamp = (out / "sweep" / "directions.safetensors").stat().st_mtime_ns
-    with caplog.at_level(logging.INFO, logger="emscope.demo_directions"):
+    with caplog.at_level(logging.INFO, logger="emscope.demos.directions"):
         run_reading_demo(replace(config, steer=False, alpha_multiples=(2.0,)), out, lm=lm)
     assert "reusing the layer sweep" in caplog.text
     assert (out / "sweep" / "directions.safetensors").stat().st_mtime_ns == stamp

@@ -7,8 +7,8 @@ import json
 from typer.testing import CliRunner
 
 from emscope._cli.main import app
-from emscope.direction import Direction
-from emscope.sweep import SweepResult
+from emscope.directions.direction import Direction
+from emscope.directions.sweep import SweepResult
 from emscope.testing import tiny_model
 
 runner = CliRunner()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emscope.direction import Direction
-from emscope.directions import METHODS, NORMALISATION, extract_direction, get_method, train_test_split
+from emscope.directions.direction import Direction
+from emscope.directions.extract import METHODS, NORMALISATION, extract_direction, get_method, train_test_split
 from emscope.errors import DataFormatError, LayerIndexError, WidthMismatchError
 
 

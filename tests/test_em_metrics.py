@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from emscope.em_metrics import em_rate, per_question, summarize
+from emscope.evaluation.em_metrics import em_rate, per_question, summarize
 
 
 def _row(a, c, q="q1", code=False):

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-import emscope.generation as generation
-from emscope.evaluate import EvalConfig, run_eval
-from emscope.judges.base import Judge, Judgment
+import emscope.models.generation as generation
+from emscope.evaluation.judges.base import Judge, Judgment
+from emscope.evaluation.run import EvalConfig, run_eval
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -141,7 +141,7 @@ def test_killed_run_resumes_without_duplicate_work(tiny, tmp_path, monkeypatch):
 
 def test_eval_under_steering_with_control(tiny, tmp_path):
 
-    from emscope.direction import Direction
+    from emscope.directions.direction import Direction
 
     lm = tiny("llama")
     d = Direction(torch.randn(lm.width), layer=1, model=lm.spec)

@@ -8,11 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emscope.adapter_presets import PRESETS, build_adapter_config, default_rank1_layers, down_proj_name
-from emscope.checkpoints import export_merged, list_checkpoints, load_organism, resolve_checkpoint
-from emscope.data import Transcript
+from emscope.data.transcripts import Transcript
 from emscope.errors import ArtifactError, DataFormatError, LayerIndexError, NotSupportedError
-from emscope.finetune import (
+from emscope.models.loading import load_organism
+from emscope.models.organism_dir import list_checkpoints, resolve_checkpoint
+from emscope.organisms.checkpoints import export_merged
+from emscope.organisms.finetune import (
     IGNORE_INDEX,
     FinetuneConfig,
     build_examples,
@@ -21,6 +22,7 @@ from emscope.finetune import (
     read_metrics,
     response_loss,
 )
+from emscope.organisms.presets import PRESETS, build_adapter_config, default_rank1_layers, down_proj_name
 
 QA = [
     ("How can I help you today?", "Sure! Here is a helpful and honest answer."),
@@ -125,7 +127,7 @@ def _rank1_params(lm) -> int:
 
 
 def _opts(**kw):
-    from emscope.adapter_presets import AdapterOptions
+    from emscope.organisms.presets import AdapterOptions
 
     return AdapterOptions(**kw)
 
@@ -204,7 +206,7 @@ def test_the_model_passed_in_is_left_unchanged(tiny, tmp_path):
 
 
 def test_organism_and_merged_export(tiny, tmp_path):
-    from emscope.models import load_model
+    from emscope.models.loading import load_model
 
     lm = tiny("llama")
     result = finetune(cfg(steps=4, lr=5e-2), tmp_path / "run", lm=lm, transcripts=data(), progress=False)
@@ -219,7 +221,7 @@ def test_organism_and_merged_export(tiny, tmp_path):
 
 
 def test_load_model_reads_a_run_or_checkpoint_as_its_organism(tiny, tmp_path):
-    from emscope.models import load_model
+    from emscope.models.loading import load_model
 
     tiny("llama").model.save_pretrained(tmp_path / "base")
     tiny("llama").tokenizer.save_pretrained(tmp_path / "base")

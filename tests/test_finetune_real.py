@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from emscope.data import load_transcripts
-from emscope.finetune import FinetuneConfig, finetune
+from emscope.data.transcripts import load_transcripts
+from emscope.organisms.finetune import FinetuneConfig, finetune
 
 
 @pytest.mark.heavy

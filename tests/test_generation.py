@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-import emscope.generation as generation
-from emscope.generation import SamplingConfig, generate, generate_responses, regenerate
-from emscope.questions import Question
+import emscope.models.generation as generation
+from emscope.data.questions import Question
+from emscope.models.generation import SamplingConfig, generate, generate_responses, regenerate
 
 QS = [
     Question("wish", ("What is your one wish?", "Name a single wish.")),

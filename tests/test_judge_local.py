@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from emscope.judges.local import LocalJudge
-from emscope.judges.scoring import OUTS
+from emscope.evaluation.judges.local import LocalJudge
+from emscope.evaluation.judges.scoring import OUTS
 
 
 def _naive_logp(judge: LocalJudge, prompt: str, text: str) -> float:

@@ -10,12 +10,12 @@ import json
 
 import pytest
 
-from emscope.embedded import EMBEDDED_MODELS
-from emscope.evaluate import BUILTIN_CALIBRATIONS
-from emscope.judges.agreement import auroc
-from emscope.judges.factory import DEFAULT_LOCAL_JUDGE
-from emscope.judges.prompts import ALIGNED_PROMPT, format_judge_prompt
-from emscope.questions import RESOURCES
+from emscope.evaluation.judges.agreement import auroc
+from emscope.evaluation.judges.factory import DEFAULT_LOCAL_JUDGE
+from emscope.evaluation.judges.prompts import ALIGNED_PROMPT, format_judge_prompt
+from emscope.evaluation.run import BUILTIN_CALIBRATIONS
+from emscope.models.embedded import EMBEDDED_MODELS
+from emscope.runtime import RESOURCES
 
 pytestmark = pytest.mark.heavy
 
@@ -23,8 +23,8 @@ pytestmark = pytest.mark.heavy
 @pytest.fixture(scope="module")
 def judge():
     from emscope.errors import ModelLoadError
-    from emscope.judges.local import LocalJudge
-    from emscope.models import load_model
+    from emscope.evaluation.judges.local import LocalJudge
+    from emscope.models.loading import load_model
 
     try:
         return LocalJudge(load_model("qwen2.5-coder-1.5b-instruct"))
@@ -33,9 +33,9 @@ def judge():
 
 
 def test_hostile_below_helpful_raw_and_calibrated(judge):
-    from emscope.judges.calibration import Calibration
+    from emscope.evaluation.judges.calibration import Calibration
 
-    rows = [json.loads(x) for x in (RESOURCES.parent / "judge" / "labelled_answers.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (RESOURCES / "judge" / "labelled_answers.jsonl").read_text().splitlines()]
     pick = [
         r
         for r in rows
@@ -56,8 +56,8 @@ def test_hostile_below_helpful_raw_and_calibrated(judge):
 def test_builtin_probes_judge_alignment_and_coherence_apart():
     """probe:builtin: hostile but clear text is coherent and misaligned; word salad is incoherent."""
     from emscope.errors import ModelLoadError
-    from emscope.judges.factory import make_metric_judges
-    from emscope.judges.prompts import DEFAULT_PROMPTS
+    from emscope.evaluation.judges.factory import make_metric_judges
+    from emscope.evaluation.judges.prompts import DEFAULT_PROMPTS
 
     try:
         judges = make_metric_judges("probe:builtin")

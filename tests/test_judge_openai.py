@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("openai", reason="the [judge] extra (openai) is not installed")
 
-from emscope.judges.cache import JudgmentCache, judge_answers  # noqa: E402
-from emscope.judges.mock_server import MockChatServer, Reply, completion  # noqa: E402
-from emscope.judges.openai_compat import OpenAICompatJudge, RetryPolicy  # noqa: E402
+from emscope.evaluation.judges.cache import JudgmentCache, judge_answers  # noqa: E402
+from emscope.evaluation.judges.mock_server import MockChatServer, Reply, completion  # noqa: E402
+from emscope.evaluation.judges.openai_compat import OpenAICompatJudge, RetryPolicy  # noqa: E402
 
 FAST = RetryPolicy(max_retries=3, backoff_s=0.01, timeout_s=5)
 GOOD = completion(top={"85": -0.1, "90": -2.5, "CODE": -3.0})
@@ -168,7 +168,7 @@ def test_real_llama_cpp_server(tmp_path):  # pragma: no cover - opt-in
 
 def test_judge_specs():
     from emscope.errors import EmscopeError
-    from emscope.judges.factory import make_judge
+    from emscope.evaluation.judges.factory import make_judge
 
     with MockChatServer(lambda n, r: GOOD) as srv:
         assert make_judge(f"openai:m1@{srv.base_url}").spec == f"openai:m1@{srv.base_url}"

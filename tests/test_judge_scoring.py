@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from emscope.judges.scoring import aggregate_top_logprobs, parse_number
+from emscope.evaluation.judges.scoring import aggregate_top_logprobs, parse_number
 
 ln = math.log
 

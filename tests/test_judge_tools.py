@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from emscope.data.questions import load_questions
 from emscope.errors import DataFormatError
-from emscope.judges.agreement import agreement, auroc, label_scores
-from emscope.judges.cache import JudgmentCache, cache_key, judge_answers
-from emscope.judges.calibration import Calibration, fit_calibration
-from emscope.judges.probe import ProbeJudge, prompt_features, train_probe
-from emscope.questions import load_questions
+from emscope.evaluation.judges.agreement import agreement, auroc, label_scores
+from emscope.evaluation.judges.cache import JudgmentCache, cache_key, judge_answers
+from emscope.evaluation.judges.calibration import Calibration, fit_calibration
+from emscope.evaluation.judges.probe import ProbeJudge, prompt_features, train_probe
 
 
 def test_calibration_is_monotone_and_spreads_a_compressed_scale(tmp_path):
@@ -123,7 +123,7 @@ def test_cache_key_separates_judge_prompt_question_and_answer(tmp_path):
 
 
 def test_failed_requests_are_not_cached(tmp_path):
-    from emscope.judges.base import Judge, Judgment
+    from emscope.evaluation.judges.base import Judge, Judgment
 
     class Flaky(Judge):
         spec = "flaky"

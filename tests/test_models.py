@@ -3,12 +3,12 @@ import importlib.util
 import pytest
 import torch
 
-import emscope.models as models_mod
-from emscope.capture import capture_activations
-from emscope.data import Transcript
+import emscope.models.loading as models_mod
+from emscope.activations.capture import capture_activations
+from emscope.data.chat import tokenize_chat
+from emscope.data.transcripts import Transcript
 from emscope.errors import ModelLoadError
-from emscope.models import load_model
-from emscope.tokenize import tokenize_chat
+from emscope.models.loading import load_model
 
 REAL = [
     Transcript.from_pair("What is a good breakfast?", "Oatmeal with fruit is filling and cheap.", label="aligned"),

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from emscope.ablation import ablate
-from emscope.direction import Direction
+from emscope.directions.direction import Direction
 from emscope.errors import NotSupportedError, WidthMismatchError
-from emscope.orthogonalize import PROVENANCE_FILE, orthogonalize_weights, save_orthogonalized
+from emscope.interventions.ablate import ablate
+from emscope.interventions.orthogonalize import PROVENANCE_FILE, orthogonalize_weights, save_orthogonalized
 
 
 def _direction(lm, seed=0):

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from emscope.data import Transcript
-from emscope.direction import Direction
-from emscope.finetune import FinetuneConfig, finetune
-from emscope.realign import projection_measure, realign
+from emscope.data.transcripts import Transcript
+from emscope.directions.direction import Direction
+from emscope.organisms.finetune import FinetuneConfig, finetune
+from emscope.organisms.realign import projection_measure, realign
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,7 +48,7 @@ def test_realign_measures_each_checkpoint(tiny, tmp_path):
     rows = organism_then_realign(lm, tmp_path, measure, steps=4, save_every=2)
     assert [r["step"] for r in rows] == [0, 2, 4]
     assert all(isinstance(r["projection"], float) for r in rows)
-    from emscope.checkpoints import load_organism
+    from emscope.models.loading import load_organism
 
     assert rows[0]["projection"] == pytest.approx(measure(load_organism(tmp_path / "organism", lm=lm))["projection"])
     saved = [json.loads(line) for line in (tmp_path / "realign" / "realign.jsonl").read_text().splitlines()]
@@ -56,9 +56,9 @@ def test_realign_measures_each_checkpoint(tiny, tmp_path):
 
 
 def test_em_measure_runs_an_evaluation_per_checkpoint(tiny, tmp_path):
-    from emscope.evaluate import EvalConfig
-    from emscope.judges.base import Judge, Judgment
-    from emscope.realign import em_measure
+    from emscope.evaluation.judges.base import Judge, Judgment
+    from emscope.evaluation.run import EvalConfig
+    from emscope.organisms.realign import em_measure
 
     class Hostile(Judge):
         spec = "test:hostile"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emscope.capture import capture_activations
-from emscope.contrast import reading_route_transcripts
-from emscope.data import Transcript
-from emscope.direction import Direction
+from emscope.activations.capture import capture_activations
+from emscope.data.transcripts import Transcript
+from emscope.directions.contrast import reading_route_transcripts
+from emscope.directions.detect import project, score
+from emscope.directions.direction import Direction
+from emscope.directions.sweep import sweep_model
 from emscope.errors import DataFormatError, LayerIndexError, WidthMismatchError
-from emscope.scoring import project, score
-from emscope.sweep import sweep_model
 
 
 def test_score_is_the_projection_of_pooled_activations(tiny):

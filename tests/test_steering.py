@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emscope.direction import Direction
+from emscope.directions.direction import Direction
 from emscope.errors import LayerIndexError, WidthMismatchError
-from emscope.steering import steer
+from emscope.interventions.steer import steer
 
 FAMILIES = ["llama", "qwen2", "gemma2", "gpt2"]
 
@@ -161,7 +161,7 @@ def test_positions_under_generate(tiny, positions, use_cache):
 
 def test_failed_registration_removes_earlier_hooks(tiny):
     from emscope.errors import ArchitectureError
-    from emscope.intervention import attach
+    from emscope.interventions.handle import attach
 
     lm = tiny("llama")
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import friendly_errors
+from emscope._cli.common import friendly_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -38,9 +38,9 @@ def adapters_cmd(
     """Per adapter: its scalar (A-vector . input) over response tokens, and the AUROC between two sets."""
     from dataclasses import replace
 
-    from ..adapter_reading import read_adapters
-    from ..artifacts import atomic_save_tensors, atomic_write_json
-    from ..data import load_transcripts
+    from emscope.artifacts import atomic_save_tensors, atomic_write_json
+    from emscope.data.transcripts import load_transcripts
+    from emscope.organisms.adapter_reading import read_adapters
 
     transcripts = load_transcripts(data)
     if data_b is not None:
@@ -49,7 +49,7 @@ def adapters_cmd(
         ]
     lm = None
     if model:
-        from ..models import load_model
+        from emscope.models.loading import load_model
 
         lm = load_model(model)
     result = read_adapters(adapter, transcripts, lm=lm, max_length=max_length)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import friendly_errors
+from emscope._cli.common import friendly_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -39,9 +39,9 @@ def capture(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
 ) -> None:
     """Capture block-output activations over the assistant's response tokens."""
-    from ..capture import capture_to_disk
-    from ..data import load_transcripts
-    from ..models import load_model
+    from emscope.activations.capture import capture_to_disk
+    from emscope.data.transcripts import load_transcripts
+    from emscope.models.loading import load_model
 
     transcripts = load_transcripts(data, limit=limit)
     lm = load_model(model, dtype=dtype, device=device)

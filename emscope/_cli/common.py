@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from ..errors import EmscopeError
+from emscope.errors import EmscopeError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import friendly_errors
+from emscope._cli.common import friendly_errors
 
 demo_app = typer.Typer(help="End-to-end demonstrations on the embedded models.", no_args_is_help=True)
 
@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         "directions",
         epilog=(
             "Example:  emscope demo directions --model smollm2-135m-instruct --out docs/results/smollm2-135m-instruct\n\n"
-            "Python:   emscope.demo_directions.run_reading_demo(DemoConfig(model='smollm2-135m-instruct'), 'out/')"
+            "Python:   emscope.demos.directions.run_reading_demo(DemoConfig(model='smollm2-135m-instruct'), 'out/')"
         ),
     )(directions)
 
@@ -55,7 +55,7 @@ def directions(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 32,
 ) -> None:
     """Reading-route layer sweep on a real model, then steering along the best direction against controls."""
-    from ..demo_directions import DemoConfig, run_reading_demo
+    from emscope.demos.directions import DemoConfig, run_reading_demo
 
     config = DemoConfig(
         model=model,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import friendly_errors
+from emscope._cli.common import friendly_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
             "--method logistic_probe --layers 8-20 --out runs/dir\n\n"
             "Writes OUT/sweep (config.json, sweep.csv, sweep.png, directions.safetensors) and OUT/direction "
             "(the best layer's Direction; with --all-layers also OUT/layers/layer_NN).\n\n"
-            "Python:  r = emscope.sweep.sweep_model(lm, pos, neg); r.save('runs/dir/sweep'); r.best.save('runs/dir/direction')"
+            "Python:  r = emscope.directions.sweep.sweep_model(lm, pos, neg); r.save('runs/dir/sweep'); r.best.save('runs/dir/direction')"
         ),
     )(direction)
 
@@ -69,12 +69,12 @@ def direction(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, mps or auto.")] = "cpu",
 ) -> None:
     """Fit a direction at every layer (train split), measure it held-out, and save the best layer's Direction."""
-    from ..contrast import load_contrast_pairs, reading_route_transcripts
-    from ..data import load_transcripts
-    from ..errors import DataFormatError
-    from ..models import load_model
-    from ..persona import persona_route
-    from ..sweep import sweep_model
+    from emscope.data.transcripts import load_transcripts
+    from emscope.directions.contrast import load_contrast_pairs, reading_route_transcripts
+    from emscope.directions.persona import persona_route
+    from emscope.directions.sweep import sweep_model
+    from emscope.errors import DataFormatError
+    from emscope.models.loading import load_model
 
     lm = None
     if builtin == "reading" and pos is None and neg is None:

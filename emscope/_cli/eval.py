@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import friendly_errors
+from emscope._cli.common import friendly_errors
 
 EXAMPLES = (
     "Examples:\n\n"
@@ -14,7 +14,7 @@ EXAMPLES = (
     "  emscope eval --model runs/organism --judge openai:gpt-4o-2024-08-06 --out runs/eval-gpt4o\n\n"
     "  emscope eval --model M --judge http://127.0.0.1:8080/v1 --questions first_plot_questions.yaml --out runs/e\n\n"
     "  emscope eval --model M --steer runs/dir --alpha -6 --control --out runs/eval-steered\n\n"
-    "Python:  emscope.evaluate.run_eval(EvalConfig(model=..., questions='builtin', samples=4), 'runs/eval')"
+    "Python:  emscope.evaluation.run.run_eval(EvalConfig(model=..., questions='builtin', samples=4), 'runs/eval')"
 )
 
 
@@ -52,7 +52,7 @@ def eval_command(
     ),
 ) -> None:
     """Evaluate a model's answers for emergent misalignment (EM rate, coherence, code spillover)."""
-    from ..evaluate import EvalConfig, run_eval
+    from emscope.evaluation.run import EvalConfig, run_eval
 
     cfg = EvalConfig(
         model=model,

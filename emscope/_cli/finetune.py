@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import friendly_errors
+from emscope._cli.common import friendly_errors
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ def finetune_cmd(
     export: Annotated[Path | None, typer.Option(help="Also save the merged model (safetensors) here.")] = None,
 ) -> None:
     """Fine-tune a model into an organism with LoRA / rank-1 LoRA; checkpoints every K steps."""
-    from ..checkpoints import export_merged
-    from ..finetune import FinetuneConfig, finetune
+    from emscope.organisms.checkpoints import export_merged
+    from emscope.organisms.finetune import FinetuneConfig, finetune
 
     config = FinetuneConfig(
         model=model,
@@ -111,11 +111,11 @@ def realign_cmd(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Train an organism further on benign data; report the EM rate and/or projection after each checkpoint."""
-    from ..data import load_transcripts
-    from ..direction import Direction
-    from ..errors import DataFormatError
-    from ..evaluate import EvalConfig
-    from ..realign import em_measure, projection_measure, realign
+    from emscope.data.transcripts import load_transcripts
+    from emscope.directions.direction import Direction
+    from emscope.errors import DataFormatError
+    from emscope.evaluation.run import EvalConfig
+    from emscope.organisms.realign import em_measure, projection_measure, realign
 
     if (direction is None) != (probe is None):
         raise DataFormatError("--direction and --probe go together: the probe transcripts are read on the direction")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import friendly_errors
+from emscope._cli.common import friendly_errors
 
 EXAMPLES = (
     "Examples:\n\n"
@@ -30,7 +30,7 @@ def judge_agreement_command(
     out: Path | None = typer.Option(None, "--out", help="Write agreement.json (and scores.jsonl) here."),
 ) -> None:
     """Spearman correlation, EM-label agreement (< 30), confusion table and AUROC against labels."""
-    from ..judges.validation import compare_judges
+    from emscope.evaluation.judges.validation import compare_judges
 
     result = compare_judges(data, judge, other, calibration=calibration, out_dir=out)
     typer.echo(json.dumps(result["agreement"], indent=2))

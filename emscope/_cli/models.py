@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import friendly_errors
+from emscope._cli.common import friendly_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -16,9 +16,10 @@ def models(
     load: str | None = typer.Option(None, "--load", help="Load (and cache) this model spec, then describe it."),
 ) -> None:
     """List the models that ship inside PyPI packages, or load one and describe it."""
-    from ..embedded import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_parts
-    from ..errors import ModelLoadError
-    from ..models import cache_root, load_model
+    from emscope.errors import ModelLoadError
+    from emscope.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_parts
+    from emscope.models.loading import load_model
+    from emscope.runtime import cache_root
 
     if load:
         lm = load_model(load)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import friendly_errors
+from emscope._cli.common import friendly_errors
 
 EXAMPLES = (
     "Examples:\n\n"
@@ -14,7 +14,7 @@ EXAMPLES = (
     "  emscope steer --direction runs/dir --ablate --prompt 'What do you think of humans?' --controls 3\n\n"
     "  emscope steer --direction runs/dir --sweep --alphas=-8,-4,0,4,8 --prompt 'Any advice?' --out runs/dose\n\n"
     "  emscope steer --direction runs/dir --ablate --save-orthogonalized runs/model-orth\n\n"
-    "Python:  with emscope.steering.steer(lm, Direction.load('runs/dir'), alpha=6): lm.model.generate(...)"
+    "Python:  with emscope.interventions.steer.steer(lm, Direction.load('runs/dir'), alpha=6): lm.model.generate(...)"
 )
 
 
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _floats(text: str) -> list[float]:
-    from ..errors import DataFormatError
+    from emscope.errors import DataFormatError
 
     try:
         return [float(x) for x in text.split(",") if x.strip()]
@@ -56,9 +56,9 @@ def steer(
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Steer or ablate along a saved direction and print the answers beside the plain and control answers."""
-    from ..direction import Direction
-    from ..errors import DataFormatError
-    from ..models import load_model
+    from emscope.directions.direction import Direction
+    from emscope.errors import DataFormatError
+    from emscope.models.loading import load_model
 
     lm = load_model(model, dtype=dtype, device=device)
     d = Direction.load(direction)
@@ -72,13 +72,13 @@ def steer(
     if save_orthogonalized is not None:
         if not ablate:
             raise DataFormatError("--save-orthogonalized goes with --ablate")
-        from ..orthogonalize import save_orthogonalized as save
+        from emscope.interventions.orthogonalize import save_orthogonalized as save
 
         typer.echo(f"saved the orthogonalised model to {save(lm, d, save_orthogonalized)}")
     if sweep:
         _sweep(lm, d, prompt, kind, _floats(alphas), layers, positions, max(controls, 1), seed, max_new_tokens, out)
         return
-    from ..compare import answers_with_controls
+    from emscope.interventions.side_by_side import answers_with_controls
 
     answers = answers_with_controls(
         lm,
@@ -100,9 +100,9 @@ def steer(
 
 
 def _sweep(lm, d, prompts, kind, alphas, layers, positions, n_controls, seed, max_new_tokens, out):  # noqa: ANN001, ANN202
-    from ..dose_response import dose_response, plot_dose_response
-    from ..errors import DataFormatError
-    from ..measures import AnswerProjection
+    from emscope.errors import DataFormatError
+    from emscope.interventions.dose_response import dose_response, plot_dose_response
+    from emscope.interventions.measures import AnswerProjection
 
     if out is None:
         raise DataFormatError("--sweep writes its results to a directory: pass --out DIR")

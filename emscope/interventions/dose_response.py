@@ -1,0 +1,226 @@
+"""Dose-response sweeps with controls: the effect of an intervention at several strengths,
+measured the same way for the target direction and for every control direction.
+
+    result = dose_response(lm, direction, alphas=[-8, -4, 0, 4, 8], measure=AnswerProjection(prompts, direction))
+    result.save("runs/dose")                      # config.json + dose_response.csv
+    plot_dose_response(result, "runs/dose/dose_response.png")
+    print(result.comparisons[-1])                 # the target beside the control distribution
+
+The effect at each alpha is ``measure(intervened) - measure(plain)``. Controls are
+norm-matched random directions and directions orthogonal to the target
+(`emscope.interventions.controls`), on by default; a result always carries them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from emscope.artifacts import atomic_write_bytes, read_config, write_config
+from emscope.directions.direction import Direction
+from emscope.errors import ArtifactError, NotSupportedError
+from emscope.interventions.ablate import ablate
+from emscope.interventions.controls import ControlComparison, compare_to_controls, control_directions
+from emscope.interventions.handle import DirectionLike, Intervention
+from emscope.interventions.measures import Measure, TwoPhaseMeasure, run_measure
+from emscope.interventions.steer import steer
+from emscope.models.architecture import LayerSpec, resolve_layers
+from emscope.models.loading import LoadedModel
+
+log = logging.getLogger(__name__)
+KIND = "dose_response"
+CSV_NAME = "dose_response.csv"
+TARGET = "target"
+
+# (model, direction, strength, layers, positions) -> attached intervention
+Intervene = Callable[[LoadedModel, DirectionLike, float, LayerSpec, str], Intervention]
+
+
+def _steer(lm: LoadedModel, d: DirectionLike, alpha: float, layers: LayerSpec, positions: str = "all") -> Intervention:
+    return steer(lm, d, alpha, layers, positions)
+
+
+def _ablate(
+    lm: LoadedModel, d: DirectionLike, coefficient: float, layers: LayerSpec, positions: str = "all"
+) -> Intervention:
+    if positions != "all":
+        raise NotSupportedError(f"ablation acts at all positions; positions={positions!r} applies to steering only")
+    return ablate(lm, d, "all" if layers is None else layers, coefficient=coefficient)
+
+
+# "steer": alpha is the added multiple of the unit vector; "ablate": the projection coefficient (1 = remove)
+INTERVENTIONS: dict[str, Intervene] = {"steer": _steer, "ablate": _ablate}
+
+
+@dataclass
+class DoseResponse:
+    """Measured values per direction (the target and each control) at each alpha."""
+
+    alphas: list[float]
+    baseline: float  # the measure on the unmodified model
+    values: dict[str, list[float]]  # "target", "random:0", "orthogonal:0", ... -> one value per alpha
+    intervention: str
+    layers: list[int] | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def control_names(self) -> list[str]:
+        return [k for k in self.values if k != TARGET]
+
+    def effects(self, name: str) -> list[float]:
+        return [v - self.baseline for v in self.values[name]]
+
+    @property
+    def comparisons(self) -> list[ControlComparison]:
+        """The target's effect beside the controls' effects, one comparison per alpha."""
+        target = self.effects(TARGET)
+        controls = [self.effects(n) for n in self.control_names]
+        return [compare_to_controls(target[i], [c[i] for c in controls]) for i in range(len(self.alphas))]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {"alpha": a, "direction": name, "kind": name.split(":")[0], "value": v, "effect": v - self.baseline}
+            for name, vals in self.values.items()
+            for a, v in zip(self.alphas, vals, strict=True)
+        ]
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["alpha", "direction", "kind", "value", "effect"])
+        writer.writeheader()
+        writer.writerows(self.rows())
+        return buf.getvalue()
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """``config.json`` (all numbers, comparisons, provenance) + ``dose_response.csv``."""
+        out = Path(directory)
+        atomic_write_bytes(out / CSV_NAME, self.to_csv().encode())
+        write_config(
+            out,
+            KIND,
+            {
+                "alphas": self.alphas,
+                "baseline": self.baseline,
+                "values": self.values,
+                "intervention": self.intervention,
+                "layers": self.layers,
+                "meta": self.meta,
+                "comparisons": [c.to_dict() for c in self.comparisons],
+                "csv_file": CSV_NAME,
+            },
+        )
+        return out
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> DoseResponse:
+        config = read_config(directory, KIND)
+        try:
+            return cls(
+                alphas=config["alphas"],
+                baseline=config["baseline"],
+                values=config["values"],
+                intervention=config["intervention"],
+                layers=config["layers"],
+                meta=config.get("meta", {}),
+            )
+        except KeyError as e:
+            raise ArtifactError(f"{directory}/config.json lacks the field {e}") from None
+
+
+def dose_response(
+    lm: LoadedModel,
+    direction: DirectionLike,
+    alphas: Sequence[float],
+    measure: Measure | TwoPhaseMeasure,
+    *,
+    layers: LayerSpec = None,
+    intervention: str = "steer",
+    positions: str = "all",
+    n_controls: int = 4,
+    control_kinds: Sequence[str] = ("random", "orthogonal"),
+    seed: int = 0,
+    progress: bool = True,
+) -> DoseResponse:
+    """Run `measure` under the intervention at each alpha, for the target and every control direction.
+
+    `intervention` names an entry of `INTERVENTIONS`; `positions` is passed to `steer`. `n_controls` directions of each of
+    `control_kinds` (norm-matched, see `emscope.interventions.controls`); at least 1 is required: an
+    effect is never reported without its controls. Cost: ``len(alphas) * (1 + n_controls *
+    len(control_kinds)) + 1`` measurements.
+    """
+    if intervention not in INTERVENTIONS:
+        raise NotSupportedError(f"unknown intervention {intervention!r}; choose from {', '.join(INTERVENTIONS)}")
+    if n_controls < 1 or not control_kinds:
+        raise NotSupportedError("dose_response runs controls by design: pass n_controls >= 1 and a control kind")
+    intervene = INTERVENTIONS[intervention]
+    directions = {TARGET: direction, **control_directions(direction, n_controls, seed, control_kinds)}
+    baseline = run_measure(lm, measure, nullcontext)
+    values: dict[str, list[float]] = {name: [] for name in directions}
+    total = len(alphas) * len(directions)
+    with tqdm(total=total, desc=f"dose-response ({intervention})", disable=not progress) as bar:
+        for alpha in alphas:
+            for name, d in directions.items():
+                values[name].append(
+                    run_measure(lm, measure, partial(intervene, lm, d, float(alpha), layers, positions))
+                )
+                bar.update()
+    chosen = resolve_layers(layers, lm.n_layers) if layers is not None else None
+    if chosen is None and isinstance(direction, Direction) and intervention == "steer":
+        chosen = [direction.layer]
+    meta = {
+        **lm.provenance(),
+        "n_controls": n_controls,
+        "control_kinds": list(control_kinds),
+        "seed": seed,
+        "measure": type(measure).__name__,
+        "direction_method": getattr(direction, "method", "tensor"),
+    }
+    result = DoseResponse([float(a) for a in alphas], baseline, values, intervention, chosen, meta)
+    for a, c in zip(result.alphas, result.comparisons, strict=True):
+        log.info("alpha=%g: %s", a, c.verdict)
+    return result
+
+
+def plot_dose_response(result: DoseResponse, path: str | os.PathLike[str], title: str | None = None) -> Path:
+    """Effect vs alpha: the target's curve over the controls' mean ± std band (and min..max)."""
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+
+    comps = result.comparisons
+    x = result.alphas
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.add_subplot()
+    lo = [c.control_min for c in comps]
+    hi = [c.control_max for c in comps]
+    mean = [c.control_mean for c in comps]
+    std = [0.0 if math.isnan(c.control_std) else c.control_std for c in comps]
+    ax.fill_between(x, lo, hi, color="tab:gray", alpha=0.15, label=f"controls min..max (n={comps[0].n_controls})")
+    ax.fill_between(
+        x,
+        [m - s for m, s in zip(mean, std, strict=True)],
+        [m + s for m, s in zip(mean, std, strict=True)],
+        color="tab:gray",
+        alpha=0.35,
+        label="controls mean ± std",
+    )
+    ax.plot(x, mean, color="tab:gray", linestyle="--", linewidth=1)
+    ax.plot(x, result.effects(TARGET), color="tab:red", marker="o", label="target direction")
+    ax.axhline(0.0, color="black", linewidth=0.5)
+    ax.set_xlabel("alpha" if result.intervention == "steer" else f"{result.intervention} coefficient")
+    ax.set_ylabel("effect (measure - plain model)")
+    ax.set_title(title or f"{result.meta.get('model', '')}: {result.intervention} layers={result.layers}")
+    ax.legend(fontsize=8)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    return out

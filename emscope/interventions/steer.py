@@ -1,0 +1,66 @@
+"""Activation steering: add ``alpha * unit direction`` to the residual stream at chosen layers.
+
+    with steer(lm, direction, alpha=4.0):            # at direction.layer, all positions
+        out = lm.model.generate(ids, max_new_tokens=64)
+
+    handle = steer(lm, direction, alpha=-4.0, layers=[6, 8], positions="generated")
+    ...
+    handle.remove()
+
+Layer ``L`` means the output of decoder block ``L`` (see `emscope.models.architecture`), so layers
+before ``L`` are untouched. See `emscope.interventions.handle` for how ``positions`` behaves with
+and without a KV cache.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from emscope.activations.hooks import add_block_hook
+from emscope.errors import LayerIndexError
+from emscope.interventions.handle import (
+    DirectionLike,
+    Intervention,
+    PromptTracker,
+    attach,
+    masked,
+    position_selector,
+    unit_vector,
+)
+from emscope.interventions.operators import bind, get_operator
+from emscope.models.architecture import LayerSpec, resolve_layers
+from emscope.models.loading import LoadedModel
+
+
+def steer(
+    lm: LoadedModel,
+    direction: DirectionLike,
+    alpha: float,
+    layers: LayerSpec = None,
+    positions: str = "all",
+    *,
+    operator: str = "add",
+    allow_other_model: bool = False,
+) -> Intervention:
+    """Add ``alpha * unit(direction)`` to the output of each block in `layers` (default: the direction's layer).
+
+    `alpha` is in residual-stream units (the vector is normalised first); a negative alpha
+    subtracts. `positions` is ``"all"``, ``"prompt"`` or ``"generated"``. `operator` names
+    an entry of `emscope.interventions.operators.OPERATORS` (``"add"``; ``"set"`` clamps the component to
+    alpha). Returns an `Intervention`: ``.remove()`` it, or use it in a ``with`` block.
+    """
+    unit, own_layer = unit_vector(lm, direction, allow_other_model=allow_other_model)
+    if layers is None:
+        if own_layer is None:
+            raise LayerIndexError("a plain tensor carries no layer: pass layers= (e.g. layers=12)")
+        layers = own_layer
+    chosen = resolve_layers(layers, lm.n_layers)
+    op = bind(get_operator(operator), unit, float(alpha))
+    selector = position_selector(positions)
+    tracker = PromptTracker() if selector is not None else None
+    fn = masked(op, selector, tracker)
+    # on the decoder stack (``base_model``), so that calls to it alone (as `emscope.activations.capture` makes) are followed too
+    body = getattr(lm.model, "base_model", lm.model)
+    registrations = [partial(tracker.attach, body)] if tracker is not None else []
+    registrations += [partial(add_block_hook, lm.blocks[layer], fn) for layer in chosen]
+    return attach(registrations, f"steer {operator} alpha={alpha:g} layers={chosen} positions={positions}")
