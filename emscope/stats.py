@@ -1,0 +1,1 @@
+"""Statistics shared by every stage: AUROC, bootstrap intervals, the logistic probe."""
