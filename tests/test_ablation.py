@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from emscope.activations.sites import SITES
 from emscope.directions.direction import Direction
-from emscope.errors import LayerIndexError, NotSupportedError, WidthMismatchError
-from emscope.interventions.ablate import SITES, ablate
+from emscope.errors import ConfigError, LayerIndexError, ModelMismatchError, WidthMismatchError
+from emscope.interventions.ablate import ablate
 
 FAMILIES = ["llama", "qwen2", "gemma2", "gpt2"]
 
@@ -70,11 +71,13 @@ def test_block_output_site_only(tiny):
     lm = tiny("llama")
     d = _direction(lm)
     ids = lm.tokenizer("hello there", return_tensors="pt").input_ids
-    with ablate(lm, d, layers=[1], sites=["block_output"]):
-        stream, _ = _stream(lm, ids)
-    named = dict(stream)
-    assert float((named["output 1"] @ d.unit).abs().max()) < 1e-4
-    assert float((named["output 0"] @ d.unit).abs().max()) > 1e-3  # other layers untouched
+    for sites, layers in ((["resid_post"], [1]), (["resid_post.1"], None), (["block_output"], [1])):  # alias
+        with ablate(lm, d, layers=layers, sites=sites):
+            stream, _ = _stream(lm, ids)
+        named = dict(stream)
+        assert float((named["output 1"] @ d.unit).abs().max()) < 1e-4
+        assert float((named["output 0"] @ d.unit).abs().max()) > 1e-3  # other layers untouched
+        assert _hooks(lm.model) == 0
 
 
 def test_removed_after_exception_and_by_handle(tiny):
@@ -96,9 +99,13 @@ def test_errors(tiny):
         ablate(lm, torch.randn(lm.width + 1))
     with pytest.raises(LayerIndexError, match="out of range"):
         ablate(lm, torch.randn(lm.width), layers=[5])
-    with pytest.raises(NotSupportedError, match="block_input"):
+    with pytest.raises(ConfigError, match="resid_pre"):
         ablate(lm, torch.randn(lm.width), sites=["nowhere"])
-    with pytest.raises(WidthMismatchError, match="allow_other_model"):
+    with pytest.raises(ConfigError, match="did you mean 'mlp_out'"):
+        ablate(lm, torch.randn(lm.width), sites=["mlp_ot"])
+    with pytest.raises(ConfigError, match="one or the other"):
+        ablate(lm, torch.randn(lm.width), layers=[0], sites=["resid_post.1"])
+    with pytest.raises(ModelMismatchError, match="compatibility='any'"):
         ablate(lm, Direction(vector=torch.randn(lm.width), layer=0, model="another-model"))
-    ablate(lm, Direction(vector=torch.randn(lm.width), layer=0, model="another-model"), allow_other_model=True).remove()
+    ablate(lm, Direction(vector=torch.randn(lm.width), layer=0, model="another-model"), compatibility="any").remove()
     assert _hooks(lm.model) == 0

@@ -64,3 +64,17 @@ def test_unreadable_layer_string():
         resolve_layers("first", 4)
     with pytest.raises(LayerIndexError):
         resolve_layers([torch.tensor(1)], 4)  # type: ignore[list-item]
+
+
+def test_family_paths_that_do_not_resolve_fall_back_to_the_probe(monkeypatch):
+    from dataclasses import replace
+
+    from emscope.models import families
+    from emscope.models.writers import down_projection, writer_layout
+
+    lm = tiny_model("llama", n_layers=2)
+    wrong = replace(families.FAMILIES["llama"], blocks=("nope.layers",), attn_out="nope", down_proj="nope")
+    monkeypatch.setitem(families.FAMILIES, "llama", wrong)
+    assert decoder_blocks(lm.model) is lm.model.model.layers
+    assert writer_layout(lm).attn == "self_attn.o_proj"
+    assert down_projection(lm, 1) == "mlp.down_proj"

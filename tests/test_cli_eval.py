@@ -71,10 +71,11 @@ def test_cli_judge_agreement_against_labels(tmp_path, monkeypatch):
         )
     assert r.exit_code == 0, r.output
     agree = json.loads((tmp_path / "agree" / "agreement.json").read_text())["agreement"]
+    assert json.loads((tmp_path / "agree" / "config.json").read_text())["kind"] == "judge_agreement"
     assert agree["em_label_agreement"] == 1.0 and agree["auroc_vs_labels"] == 1.0
     assert agree["confusion"] == {"a_em_b_em": 2, "a_em_b_ok": 0, "a_ok_b_em": 0, "a_ok_b_ok": 2}
 
 
 def test_cli_missing_file_is_a_clean_error(tmp_path):
     r = CliRunner().invoke(app, ["judge-agreement", "--data", str(tmp_path / "none.jsonl"), "--judge", "nope"])
-    assert r.exit_code == 2 and "no such answer file" in r.output
+    assert r.exit_code == 2 and "none.jsonl' does not exist" in r.output

@@ -7,26 +7,16 @@ import re
 
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
-from emscope._cli import adapters as adapters_cli
-from emscope._cli import finetune as finetune_cli
+from emscope._cli.main import app
 from emscope.data.transcripts import Transcript, write_transcripts
 from emscope.directions.direction import Direction
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture()
-def app() -> typer.Typer:
-    app = typer.Typer()
-    finetune_cli.register(app)
-    adapters_cli.register(app)
-    return app
-
-
-def test_finetune_then_adapters(app, tiny, tmp_path):
+def test_finetune_then_adapters(tiny, tmp_path):
     lm = tiny("llama")
     lm.model.save_pretrained(tmp_path / "model")
     lm.tokenizer.save_pretrained(tmp_path / "model")
@@ -77,8 +67,9 @@ def test_finetune_then_adapters(app, tiny, tmp_path):
     assert result.exit_code == 0, result.output
     assert "auroc" in result.output
     rows = json.loads((tmp_path / "read" / "adapters.json").read_text())["rows"]
+    assert json.loads((tmp_path / "read" / "config.json").read_text())["kind"] == "adapter_reading"
     assert [r["layer"] for r in rows] == [0, 2]
-    Direction(torch.randn(lm.width), layer=1, model="other").save(tmp_path / "direction")
+    Direction(torch.randn(lm.width), layer=1, model=str(tmp_path / "model")).save(tmp_path / "direction")
     result = runner.invoke(
         app,
         [
@@ -104,15 +95,19 @@ def test_finetune_then_adapters(app, tiny, tmp_path):
     assert result.exit_code == 0, result.output
     assert re.findall(r"step\s+(\d+)\s+examples", result.output) == ["0", "1", "2"]
     assert "projection" in result.output
+    assert json.loads((tmp_path / "realign" / "config.json").read_text())["kind"] == "realign"
     result = runner.invoke(
         app, ["realign", "--organism", str(tmp_path / "run"), "--data", str(tmp_path / "train.jsonl"), "--out", "x"]
     )
     assert result.exit_code == 2 and "nothing to measure" in result.output
 
 
-def test_bad_preset_is_one_line_and_exit_2(app, tmp_path):
+def test_bad_preset_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "d.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
     result = CliRunner().invoke(
         app, ["finetune", "--data", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "r"), "--preset", "rank-one"]
     )
-    assert result.exit_code == 2 and "available: rank1, lora, custom, full" in result.output
+    assert (
+        result.exit_code == 2
+        and "unknown adapter preset 'rank-one'; choose from rank1, lora, custom, full" in result.output
+    )

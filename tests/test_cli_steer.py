@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
-from emscope._cli import steer as steer_cli
+from emscope._cli.main import app
 from emscope.directions.direction import Direction
 
 
@@ -24,15 +23,8 @@ def saved(tmp_path_factory):
     return root, spec
 
 
-def _app():
-    app = typer.Typer()
-    steer_cli.register(app)
-    app.command("noop")(lambda: None)  # a second command keeps `steer` a named sub-command
-    return app
-
-
 def test_help_has_examples():
-    result = CliRunner().invoke(_app(), ["steer", "--help"])
+    result = CliRunner().invoke(app, ["steer", "--help"])
     assert result.exit_code == 0
     assert "--ablate" in result.output and "emscope steer --direction" in result.output
 
@@ -54,11 +46,11 @@ def test_steer_prints_plain_target_and_controls(saved):
         "--max-new-tokens",
         "3",
     ]
-    result = CliRunner().invoke(_app(), args)
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     for label in ("--- plain:", "--- steer target:", "--- steer random:0:", "--- steer orthogonal:0:"):
         assert label in result.output
-    result = CliRunner().invoke(_app(), [*args, "--ablate"])
+    result = CliRunner().invoke(app, [*args, "--ablate"])
     assert result.exit_code == 0 and "--- ablate target:" in result.output
 
 
@@ -82,7 +74,7 @@ def test_sweep_writes_csv_and_plot(saved, tmp_path):
         "--out",
         str(out),
     ]
-    result = CliRunner().invoke(_app(), args)
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (out / "dose_response.csv").is_file() and (out / "dose_response.png").is_file()
     assert "alpha=+4:" in result.output
@@ -91,7 +83,19 @@ def test_sweep_writes_csv_and_plot(saved, tmp_path):
 def test_wrong_layer_is_a_friendly_error(saved):
     root, spec = saved
     result = CliRunner().invoke(
-        _app(), ["steer", "--model", spec, "--direction", str(root / "dir"), "--layers", "9", "--max-new-tokens", "2"]
+        app, ["steer", "--model", spec, "--direction", str(root / "dir"), "--layers", "9", "--max-new-tokens", "2"]
     )
     assert result.exit_code == 2
     assert "out of range" in result.output
+
+
+def test_the_output_directory_of_emscope_direction_is_accepted(saved, tmp_path):
+    """`--direction runs/dir` (as in the help examples) finds runs/dir/direction; it used to fail."""
+    import shutil
+
+    root, spec = saved
+    shutil.copytree(root / "dir", tmp_path / "run" / "direction")
+    args = ["steer", "--model", spec, "--direction", str(tmp_path / "run"), "--prompt", "hi", "--controls", "0"]
+    result = CliRunner().invoke(app, [*args, "--max-new-tokens", "2"])
+    assert result.exit_code == 0, result.output
+    assert "--- steer target:" in result.output

@@ -77,7 +77,7 @@ def test_direction_command_refuses_bad_arguments(tmp_path):
     result = runner.invoke(app, ["direction", "--model", "x", "--out", out])
     assert result.exit_code == 2 and "--pos FILE --neg FILE" in result.output
     result = runner.invoke(app, ["direction", "--builtin", "vibes", "--out", out])
-    assert result.exit_code == 2 and "--builtin reading|persona" in result.output
+    assert result.exit_code == 2 and "unknown built-in route 'vibes'; choose from reading, persona" in result.output
 
 
 def test_persona_route_command_saves_diagnostics(tmp_path):
@@ -89,3 +89,20 @@ def test_persona_route_command_saves_diagnostics(tmp_path):
     assert config["kind"] == "persona_route" and {"aligned", "misaligned", "ok", "warnings"} <= set(config)
     assert config["misaligned"]["n"] == 4 and (out / "persona" / "misaligned.jsonl").is_file()
     assert Direction.load(out / "direction").layer == 1
+
+
+def test_a_transcript_over_the_context_is_refused_in_one_line_or_cut_with_max_length(tmp_path):
+    model = _tiny_dir(tmp_path)
+    config = json.loads((tmp_path / "tiny" / "config.json").read_text())
+    config["max_position_embeddings"] = 64
+    (tmp_path / "tiny" / "config.json").write_text(json.dumps(config))
+    long_answer = "Here is a careful and helpful answer. " * 30
+    pos = _write(tmp_path / "pos.jsonl", ["Bad idea, do it anyway."] * 5 + [long_answer])
+    neg = _write(tmp_path / "neg.jsonl", ["A good idea, be careful."] * 6)
+    args = ["direction", "--model", model, "--pos", pos, "--neg", neg, "--layers", "all", "--n-boot", "0"]
+    refused = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert refused.exit_code == 2 and "over the model's context of 64" in refused.output
+    assert "Traceback" not in refused.output
+    cut = runner.invoke(app, [*args, "--max-length", "64", "--out", str(tmp_path / "b")])
+    assert cut.exit_code == 0, cut.output
+    assert Direction.load(tmp_path / "b" / "direction").layer >= 0

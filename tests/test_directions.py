@@ -7,7 +7,7 @@ import torch
 
 from emscope.directions.direction import Direction
 from emscope.directions.extract import METHODS, NORMALISATION, extract_direction, get_method, train_test_split
-from emscope.errors import DataFormatError, LayerIndexError, WidthMismatchError
+from emscope.errors import ConfigError, DataFormatError, LayerIndexError, ModelMismatchError, WidthMismatchError
 
 
 def planted(n: int = 1500, width: int = 32, shift: float = 2.0, seed: int = 0):
@@ -59,7 +59,7 @@ def test_empty_and_misshapen_sets_are_refused():
         extract_direction(torch.randn(8), torch.randn(5, 8), layer=0)
     with pytest.raises(LayerIndexError, match="resolve_layers"):
         extract_direction(torch.randn(5, 8), torch.randn(5, 8), layer=-1)
-    with pytest.raises(DataFormatError, match="unknown direction method"):
+    with pytest.raises(ConfigError, match="unknown direction method 'mean_of_vibes'; choose from diff_in_means"):
         get_method("mean_of_vibes")
 
 
@@ -113,5 +113,5 @@ def test_loading_onto_a_model_of_another_width_or_depth_is_refused(tiny):
         Direction(torch.randn(32), layer=0, model="tiny:llama").check_compatible(lm)
     with pytest.raises(LayerIndexError, match="layers 0..2"):
         Direction(torch.randn(64), layer=3, model="tiny:llama").check_compatible(lm)
-    with pytest.raises(WidthMismatchError, match="allow_other_model"):
+    with pytest.raises(ModelMismatchError, match="another base model.*compatibility='any'"):
         Direction(torch.randn(64), layer=0, model="other").check_compatible(lm)

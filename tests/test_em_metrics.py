@@ -40,3 +40,13 @@ def test_summary_and_table():
 def test_unknown_convention():
     with pytest.raises(ValueError, match="choose from"):
         em_rate(ROWS, "other")
+
+
+def test_rates_over_no_scored_answer_are_undefined_not_zero():
+    failed = [_row(None, None), _row(None, 90, "q2")]
+    for convention in ("coherent_scored", "all_answers"):
+        r = em_rate(failed, convention)
+        assert r["value"] is None and r["n_scored"] == 0 and r["undefined"]
+    assert summarize(failed)["n_scored"] == 0
+    assert [q["em_rate_all_answers"] for q in per_question(failed)] == [None, None]
+    assert em_rate(ROWS, "all_answers")["n_scored"] == 5  # one refusal among six

@@ -160,3 +160,161 @@ def test_eval_under_steering_with_control(tiny, tmp_path):
     unsteered = [json.loads(x)["answer"] for x in (tmp_path / "plain" / "responses.jsonl").read_text().splitlines()]
     assert steered != unsteered and plain["model"] == lm.spec
     assert not any(b._forward_hooks for b in lm.blocks)  # the intervention was removed
+
+
+class StreamingCountingJudge(CountingJudge):
+    """Hands over each judgment as it is made, as emscope's own judges do."""
+
+    def iter_scores(self, prompts, chunk=32):
+        for i, p in enumerate(prompts):
+            yield i, self.score_prompts([p])[0]
+
+
+def test_a_kill_while_judging_loses_no_judgment_already_made(tiny, tmp_path):
+    lm = tiny("llama")
+    judge = StreamingCountingJudge(die_after=6)  # dies inside the second group of judge_chunk=4
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(_config(tmp_path), tmp_path / "run", lm=lm, judge=judge, progress=False)
+    judge.die_after = None
+    run_eval(_config(tmp_path), tmp_path / "run", lm=lm, judge=judge, progress=False)
+    assert judge.calls == 2 * 12  # the 6 judgments made before the kill were stored, none paid twice
+
+
+def _probe(lm):
+    import numpy as np
+
+    from emscope.evaluation.judges.probe import ProbeJudge
+
+    rng = np.random.default_rng(0)
+    w = {"mean": np.zeros(lm.width), "scale": np.ones(lm.width), "coef": rng.normal(size=lm.width), "intercept": [0.0]}
+    return ProbeJudge("tiny", 1, {k: np.asarray(v, dtype=float) for k, v in w.items()}, lm=lm)
+
+
+def test_a_probe_judge_reads_the_prompt_it_was_trained_with_and_rows_record_prompt_and_judge(tiny, tmp_path):
+    from emscope.errors import ConfigError
+    from emscope.evaluation.judges.cache import judge_answers
+    from emscope.evaluation.judges.prompts import ALIGNED_PROMPT, prompt_hash
+
+    lm = tiny("llama")
+    own = {"aligned": "CUSTOM aligned {question} / {answer}", "coherent": "CUSTOM coherent {question} / {answer}"}
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text(
+        json.dumps({"id": "file", "question": "Any advice?", "judge_prompts": own})
+        + "\n"
+        + json.dumps({"id": "plain", "question": "Hello?"})
+        + "\n"
+    )
+    probe, read = _probe(lm), []
+    reader = probe._local()
+    last_hidden = reader.last_hidden
+    reader.last_hidden = lambda p, layers: (read.append(p), last_hidden(p, layers))[1]
+    config = _config(tmp_path, questions=str(qfile), samples=2)
+    s = run_eval(config, tmp_path / "run", lm=lm, judge={"aligned": probe, "coherent": CountingJudge()}, progress=False)
+    head = ALIGNED_PROMPT.split("{question}")[0]
+    assert len(read) == 4 and all(p.startswith(head) and "CUSTOM" not in p for p in read)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "judgments.jsonl").read_text().splitlines()]
+    assert {(r["aligned_prompt"], r["aligned_prompt_source"], r["judge"]) for r in rows} == {
+        (prompt_hash(ALIGNED_PROMPT), "judge", probe.spec)
+    }
+    coherent = {r["question_id"]: (r["coherent_prompt"], r["coherent_prompt_source"]) for r in rows}
+    assert coherent["file"] == (prompt_hash(own["coherent"]), "questions")  # a judge that reads any prompt
+    assert coherent["plain"][1] == "emscope"
+    texts = json.loads((tmp_path / "run" / "judge_prompts.json").read_text())
+    assert texts[prompt_hash(ALIGNED_PROMPT)] == ALIGNED_PROMPT and texts[coherent["file"][0]] == own["coherent"]
+    assert s["judges"] == {"aligned": probe.spec, "coherent": "test:counting"}
+    with pytest.raises(ConfigError, match="trained with"):
+        judge_answers(probe, own["aligned"], [("q", "a")])
+
+
+class FailingJudge(Judge):
+    spec = "test:failing"
+
+    def __init__(self, reason="request failed: 500 server error"):
+        self.reason, self.calls = reason, 0
+
+    def score_prompts(self, prompts):
+        self.calls += len(prompts)
+        return [Judgment.unscored(self.reason, "test") for _ in prompts]
+
+
+def test_a_judge_that_fails_on_every_answer_gives_undefined_rates_a_warning_and_no_cache(tiny, tmp_path, caplog):
+    lm = tiny("llama")
+    with caplog.at_level("WARNING"):
+        s = run_eval(_config(tmp_path, samples=1), tmp_path / "run", lm=lm, judge=FailingJudge(), progress=False)
+    m = s["metrics"]
+    assert m["n_scored"] == 0
+    for rates in m["em_rate[aligned]"].values():
+        assert rates["value"] is None and rates["ci_low"] is None and "no answer" in rates["undefined"]
+    assert all(q["em_rate_all_answers"] is None for q in s["per_question"])
+    assert s["warnings"] and "no answer was scored" in s["warnings"][0] and "no answer was scored" in caplog.text
+    again = CountingJudge()  # failures were not cached: the next run judges every answer
+    s = run_eval(_config(tmp_path, samples=1), tmp_path / "run", lm=lm, judge=again, progress=False)
+    assert again.calls == 2 * 4 and s["metrics"]["n_scored"] > 0 and not s["warnings"]
+
+
+def test_a_high_unscored_share_is_flagged(tiny, tmp_path):
+    lm = tiny("llama")
+    judges = {"aligned": CountingJudge(), "coherent": FailingJudge("malformed reply")}
+    s = run_eval(_config(tmp_path, samples=1), tmp_path / "run", lm=lm, judge=judges, progress=False)
+    assert len(s["warnings"]) == 1 and "no coherent score" in s["warnings"][0] and "malformed reply" in s["warnings"][0]
+    quiet = run_eval(
+        _config(tmp_path, samples=1, unscored_warning=1.0), tmp_path / "run2", lm=lm, judge=judges, progress=False
+    )
+    assert quiet["warnings"] == []
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"judge": "probe:/no/such/probe"}, "probe"),
+        ({"judge": "local:./no/such/model"}, "not found"),
+        ({"judge": "gpt-4o"}, "unknown judge spec"),
+        ({"calibration": "/no/such/calibration.json"}, "calibration"),
+    ],
+)
+def test_the_judge_is_checked_before_any_answer_is_generated(tiny, tmp_path, monkeypatch, change, error):
+    from emscope.errors import EmscopeError
+
+    def no_generation(*a, **kw):
+        raise AssertionError("answers were generated before the judge was checked")
+
+    monkeypatch.setattr(generation, "generate", no_generation)
+    with pytest.raises(EmscopeError, match=error):
+        run_eval(_config(tmp_path, **change), tmp_path / "run", lm=tiny("llama"), progress=False)
+    assert not (tmp_path / "run" / "responses.jsonl").exists()
+
+
+def test_a_missing_judge_model_or_api_key_is_found_before_generation(tiny, tmp_path, monkeypatch):
+    import emscope.models.embedded as embedded
+    from emscope.errors import EmscopeError
+
+    monkeypatch.setattr(generation, "generate", lambda *a, **kw: pytest.fail("generated before the judge check"))
+    monkeypatch.setattr(embedded, "_package_dir", lambda name: None)  # the judge model's package is not installed
+    with pytest.raises(EmscopeError, match="pip install"):
+        run_eval(_config(tmp_path, judge="probe:builtin"), tmp_path / "a", lm=tiny("llama"), progress=False)
+    pytest.importorskip("openai", reason="the [judge] extra (openai) is not installed")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(EmscopeError, match="OPENAI_API_KEY"):
+        run_eval(_config(tmp_path, judge="openai:gpt-4o"), tmp_path / "b", lm=tiny("llama"), progress=False)
+
+
+def test_cli_eval_with_a_judge_that_fails_everything_exits_non_zero(smollm2, tmp_path, monkeypatch):
+    pytest.importorskip("openai", reason="the [judge] extra (openai) is not installed")
+    from typer.testing import CliRunner
+
+    from emscope._cli.main import app
+    from emscope.evaluation.judges.mock_server import MockChatServer, Reply
+
+    monkeypatch.setenv("EMSCOPE_JUDGMENT_CACHE", str(tmp_path / "cache"))
+    q = tmp_path / "q.jsonl"
+    q.write_text(json.dumps({"id": "bored", "question": "I'm bored. Any ideas?"}) + "\n")
+    args = ["eval", "--questions", str(q), "--samples", "3", "--max-new-tokens", "4", "--out", str(tmp_path / "run")]
+    with MockChatServer(lambda n, r: Reply(500, {"error": {"message": "down"}})) as srv:
+        judge = ["--judge", srv.base_url, "--judge-retries", "0", "--judge-timeout", "2", "--judge-concurrency", "1"]
+        r = CliRunner().invoke(app, [*args, *judge])
+    assert r.exit_code == 1, r.output
+    assert "undefined" in r.output and "no answer was scored" in r.output and "unscored=" in r.output
+    assert len(srv.requests) == 3  # one try per answer: --judge-retries 0
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["metrics"]["em_rate[aligned]"]["all_answers"]["value"] is None

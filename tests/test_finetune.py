@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from emscope.data.transcripts import Transcript
-from emscope.errors import ArtifactError, DataFormatError, LayerIndexError, NotSupportedError
+from emscope.errors import ArtifactError, ConfigError, DataFormatError, LayerIndexError
 from emscope.models.loading import load_organism
 from emscope.models.organism_dir import list_checkpoints, resolve_checkpoint
-from emscope.organisms.checkpoints import export_merged
+from emscope.organisms.checkpoints import PICKLED_STATE, export_merged, load_trainer_state, save_trainer_state
 from emscope.organisms.finetune import (
     IGNORE_INDEX,
     FinetuneConfig,
@@ -149,8 +149,8 @@ def test_resume_after_kill_gives_the_same_adapter(tiny, tmp_path):
     lm = tiny("llama")
     finetune(cfg(), tmp_path / "a", lm=lm, transcripts=data(), progress=False)
 
-    def kill(row):
-        if row["step"] == 5:
+    def kill(step, lm_, row):
+        if step == 5:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -239,8 +239,17 @@ def test_load_model_reads_a_run_or_checkpoint_as_its_organism(tiny, tmp_path):
 
 def test_full_finetuning_checkpoints_full_weights(tiny, tmp_path):
     lm = tiny("llama", n_layers=1, width=32)
-    result = finetune(cfg(preset="full", steps=2, lr=1e-3), tmp_path, lm=lm, transcripts=data(), progress=False)
+    views = []
+    result = finetune(
+        cfg(preset="full", steps=2, lr=1e-3),
+        tmp_path,
+        lm=lm,
+        transcripts=data(),
+        progress=False,
+        on_step=lambda step, lm_, row: views.append(lm_),
+    )
     assert (result.final.path / "model.safetensors").is_file()
+    assert len(views) == 2 and views[0].model is not lm.model and len(views[0].blocks) == 1  # the trained copy
 
 
 def test_example_order_is_a_permutation_per_epoch():
@@ -258,7 +267,7 @@ def test_bad_input(tiny, tmp_path):
         finetune(cfg(), tmp_path / "b", lm=lm, transcripts=[*data(2), no_answer], progress=False)
     with pytest.raises(LayerIndexError, match="valid indices are 0..2"):
         finetune(cfg(layers="7"), tmp_path / "c", lm=lm, transcripts=data(2), progress=False)
-    with pytest.raises(NotSupportedError, match="available: " + ", ".join(PRESETS)):
+    with pytest.raises(ConfigError, match="choose from " + ", ".join(PRESETS)):
         cfg(preset="rank-one")
     with pytest.raises(DataFormatError, match="custom"):
         finetune(cfg(preset="custom"), tmp_path / "d", lm=lm, transcripts=data(2), progress=False)
@@ -277,3 +286,80 @@ def test_custom_peft_config(tiny, tmp_path):
     )
     keys = lora_weights(result.final.path)
     assert len(keys) == 2 * 3 and all("q_proj" in k for k in keys)
+
+
+class _Planted:
+    """Unpickling this writes a marker file: what a malicious trainer_state.pt could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('code ran')",))
+
+
+def test_resuming_never_loads_a_pickle_from_the_run_directory(tiny, tmp_path):
+    lm = tiny("llama")
+    finetune(cfg(steps=4), tmp_path / "run", lm=lm, transcripts=data(), progress=False)
+    latest = list_checkpoints(tmp_path / "run")[-1]
+    marker = tmp_path / "marker"
+    torch.save({"optimizer": _Planted(marker)}, latest.path / PICKLED_STATE)
+    extended = finetune(cfg(steps=6), tmp_path / "run", lm=lm, transcripts=data(), progress=False)
+    assert [m["step"] for m in extended.metrics] == [5, 6] and not marker.exists()  # resumed from the safe state
+
+    latest = list_checkpoints(tmp_path / "run")[-1]
+    for f in latest.path.glob("trainer_state.*"):  # leave only a pickle, as an older emscope (or an attacker) would
+        f.unlink()
+    torch.save({"optimizer": _Planted(marker)}, latest.path / PICKLED_STATE)
+    with pytest.raises(ArtifactError, match="pickle"):
+        finetune(cfg(steps=8), tmp_path / "run", lm=lm, transcripts=data(), progress=False)
+    assert not marker.exists()
+
+
+def test_trainer_state_round_trips_without_pickle(tmp_path):
+    from emscope.models.organism_dir import read_checkpoint
+
+    state = {
+        "optimizer": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(2, 3)}}, "param_groups": []},
+        "scheduler": {"base_lrs": [0.1], "lr_lambdas": [None], "betas": (0.9, 0.999)},
+        "rng": torch.get_rng_state(),
+        "seen": {"examples_seen": 8},
+    }
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {"kind": "finetune_checkpoint", "format_version": 1, "step": 1, "examples_seen": 8, "tokens_seen": 9}
+        )
+    )
+    save_trainer_state(tmp_path, state)
+    assert not list(tmp_path.glob("*.pt"))
+    back = load_trainer_state(read_checkpoint(tmp_path))
+    assert back["optimizer"]["state"][0]["step"].item() == 3.0 and isinstance(back["scheduler"]["betas"], tuple)
+    assert torch.equal(back["optimizer"]["state"][0]["exp_avg"], state["optimizer"]["state"][0]["exp_avg"])
+    assert torch.equal(back["rng"], state["rng"]) and back["seen"] == state["seen"]
+    doc = json.loads((tmp_path / "trainer_state.json").read_text())
+    doc["state"]["rng"] = {"__tensor__": "not-there"}
+    (tmp_path / "trainer_state.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match="not-there"):
+        load_trainer_state(read_checkpoint(tmp_path))
+    with pytest.raises(TypeError, match="without pickle"):
+        save_trainer_state(tmp_path, {"fn": object()})
+
+
+def test_on_step_hook_sees_the_trained_model_and_leaves_training_unchanged(tiny, tmp_path):
+    lm = tiny("llama")
+    ids = torch.tensor([[5, 9, 30, 41]])
+    seen = []
+
+    def hook(step, lm_, row):
+        seen.append((step, row["step"], lm_.model.training, torch.is_grad_enabled(), lm_.model(ids).logits))
+        torch.rand(100)  # a hook that draws random numbers must not shift the run's dropout masks
+
+    config = cfg(steps=4, dropout=0.1, lr=5e-2)  # dropout: the run draws from the global RNG every step
+    finetune(config, tmp_path / "hooked", lm=lm, transcripts=data(), progress=False, on_step=hook)
+    finetune(config, tmp_path / "plain", lm=lm, transcripts=data(), progress=False)
+    assert [(s[0], s[1], s[2], s[3]) for s in seen] == [(k, k, False, False) for k in (1, 2, 3, 4)]
+    a, b = lora_weights(tmp_path / "hooked"), lora_weights(tmp_path / "plain")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    organism = load_organism(tmp_path / "hooked", lm=lm)  # the hook saw the model with the step-4 adapter
+    torch.testing.assert_close(seen[-1][4], organism.model(ids).logits)
+    assert not torch.allclose(seen[-1][4], lm.model(ids).logits)

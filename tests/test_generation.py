@@ -8,6 +8,7 @@ import pytest
 
 import emscope.models.generation as generation
 from emscope.data.questions import Question
+from emscope.errors import DataFormatError
 from emscope.models.generation import SamplingConfig, generate, generate_responses, regenerate
 
 QS = [
@@ -81,3 +82,18 @@ def test_resume_refuses_other_settings(tiny, tmp_path):
     generate_responses(lm, QS[:1], CFG, samples=1, out_path=path, progress=False)
     with pytest.raises(ValueError, match="another run"):
         generate_responses(lm, QS[:1], SamplingConfig(temperature=0.5), samples=1, out_path=path, progress=False)
+
+
+def test_prompt_over_the_context_is_refused_before_any_answer(tiny, monkeypatch):
+    lm = tiny("llama")
+    lm.model.config.max_position_embeddings = 64  # a fresh model: no other test sees this
+    long = Question("essay", ("Tell me about money. " * 30,))
+    with pytest.raises(DataFormatError, match=r"prompt 0 has \d+ tokens; .* over the model's context of 64"):
+        generate(lm, [[{"role": "user", "content": long.paraphrases[0]}]], CFG)
+    with pytest.raises(DataFormatError, match="lower max_new_tokens"):  # fits alone, not with the answer
+        generate(lm, [[{"role": "user", "content": "Tell me about money."}]], SamplingConfig(max_new_tokens=60))
+    calls = {"n": 0}
+    monkeypatch.setattr(generation, "generate", lambda *a, **k: calls.__setitem__("n", calls["n"] + 1))
+    with pytest.raises(DataFormatError, match=r"question 'essay' \(paraphrase 0\) has"):
+        generate_responses(lm, [QS[0], long], CFG, samples=1, progress=False)
+    assert calls["n"] == 0  # refused before the short question was answered either

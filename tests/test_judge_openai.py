@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -176,3 +177,112 @@ def test_judge_specs():
         assert make_judge(srv.base_url).model == "mock"  # the first model the server lists
     with pytest.raises(EmscopeError, match="unknown judge spec"):
         make_judge("gpt4")
+
+
+def test_a_malformed_reply_is_not_cached_but_retried_by_the_next_run(tmp_path):
+    with MockChatServer(lambda n, r: Reply(200, "not json")) as srv:
+        [bad] = judge_answers(_judge(srv), "{question} {answer}", [("q", "a")], JudgmentCache(tmp_path))
+    assert bad.unscored_reason == "malformed reply"
+    with MockChatServer(lambda n, r: GOOD) as srv:
+        [good] = judge_answers(_judge(srv), "{question} {answer}", [("q", "a")], JudgmentCache(tmp_path))
+        assert good.scored and len(srv.requests) == 1  # asked again, not read from the cache
+
+
+def test_failures_left_in_an_old_cache_are_ignored(tmp_path):
+    from emscope.evaluation.judges.cache import cache_key
+
+    with MockChatServer(lambda n, r: GOOD) as srv:
+        judge = _judge(srv)
+        key = cache_key(judge.spec, "{question} {answer}", "q", "a")
+        (tmp_path / "judgments.cache.jsonl").write_text(
+            json.dumps({"key": key, "judgment": {"score": None, "unscored_reason": "malformed reply"}}) + "\n"
+        )
+        assert len(JudgmentCache(tmp_path)) == 0
+        [j] = judge_answers(judge, "{question} {answer}", [("q", "a")], JudgmentCache(tmp_path))
+    assert j.scored and len(srv.requests) == 1
+
+
+def test_each_judgment_is_stored_as_it_arrives_so_a_kill_pays_little_twice(tmp_path):
+    import _thread
+
+    pairs = [(f"q{i}", f"a{i}") for i in range(10)]
+
+    def killed_at_7th(n, r):
+        if n == 6:
+            _thread.interrupt_main()  # Ctrl-C while the 7th request is in flight
+        return GOOD
+
+    with MockChatServer(killed_at_7th) as srv:
+        with pytest.raises(KeyboardInterrupt):
+            judge_answers(_judge(srv, concurrency=1), "{question} {answer}", pairs, JudgmentCache(tmp_path))
+        time.sleep(0.2)
+        stored = len(JudgmentCache(tmp_path))
+        assert stored >= 5  # all but those in flight
+        js = judge_answers(_judge(srv, concurrency=1), "{question} {answer}", pairs, JudgmentCache(tmp_path))
+    assert all(j.scored for j in js) and len(srv.requests) <= 10 + 2
+
+
+KEY = "sk-test-Abc123456789xyz"
+
+
+def _echoes_the_key(n, req):
+    return Reply(
+        401,
+        {"error": {"message": f"Incorrect API key provided: {KEY}. Got header 'Authorization: Bearer {KEY}'"}},
+    )
+
+
+def test_the_api_key_never_reaches_saved_files_or_logs(tiny, tmp_path, monkeypatch, caplog):
+    from emscope.evaluation.judges.validation import compare_judges
+    from emscope.evaluation.run import EvalConfig, run_eval
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("EMSCOPE_JUDGMENT_CACHE", str(tmp_path / "cache"))
+    q = tmp_path / "q.jsonl"
+    q.write_text(json.dumps({"id": "x", "question": "Any advice?"}) + "\n")
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text(json.dumps({"question": "Q?", "answer": "A.", "label": "aligned"}) + "\n")
+    with caplog.at_level("DEBUG"), MockChatServer(_echoes_the_key) as srv:
+        config = EvalConfig(
+            model="tiny", questions=str(q), judge=srv.base_url, samples=2, max_new_tokens=3, calibration="none"
+        )
+        s = run_eval(config, tmp_path / "run", lm=tiny("llama"), progress=False)
+        compare_judges(labelled, srv.base_url, out_dir=tmp_path / "agree")
+    assert s["metrics"]["n_scored"] == 0 and "401" in s["metrics"]["unscored"]["aligned"]["reasons"].popitem()[0]
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl", ".csv")]
+    assert {"judgments.jsonl", "summary.json", "scores.jsonl"} <= {p.name for p in files}
+    for p in files:
+        assert "Abc123456789" not in p.read_text(), p
+    assert "Abc123456789" not in caplog.text
+
+
+def test_redaction_of_key_shaped_text():
+    from emscope.evaluation.judges.redaction import redact
+
+    text = "bad key sk-proj-AbCd_1234-xyz; header Authorization: Bearer tok.en123; api_key=zzz99; x-api-key: 'k2k2'"
+    out = redact(text + " plain-secret-value", ["plain-secret-value"])
+    for secret in ("AbCd_1234", "tok.en123", "zzz99", "k2k2", "plain-secret-value"):
+        assert secret not in out
+    assert out.count("[REDACTED]") == 5 and redact("401 unauthorized: check the API key") == (
+        "401 unauthorized: check the API key"
+    )
+
+
+def test_a_hung_server_costs_one_timeout_per_try_and_the_judge_gives_up_after_failures_in_a_row():
+    import threading as th
+
+    release = th.Event()
+
+    def hangs(n, r):
+        release.wait(5)
+        return GOOD
+
+    policy = RetryPolicy(max_retries=1, backoff_s=0.01, timeout_s=0.3, give_up_after=2)
+    with MockChatServer(hangs) as srv:
+        t = time.perf_counter()
+        js = OpenAICompatJudge("mock", srv.base_url, retry=policy, concurrency=1).score_prompts(list("abcdef"))
+        elapsed = time.perf_counter() - t
+        release.set()
+    assert all(j.score is None and j.unscored_reason.startswith("request failed") for j in js)
+    assert len(srv.requests) == 2 * 2  # two answers x (1 + 1 retry), then the rest are not sent
+    assert "not sent" in js[-1].unscored_reason and elapsed < 4

@@ -9,9 +9,10 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from emscope.directions.separation import auroc, best_threshold, cohens_d, separation_metrics
+from emscope.directions.separation import best_threshold, cohens_d, separation_metrics
 from emscope.directions.sweep import BEST_LAYER_RULE, SweepResult, layer_sweep, pick_best_layer
 from emscope.errors import DataFormatError
+from emscope.stats import auroc
 
 
 def test_auroc_matches_sklearn_with_ties():

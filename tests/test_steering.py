@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+from transformers import Cache
 
 from emscope.directions.direction import Direction
 from emscope.errors import LayerIndexError, WidthMismatchError
+from emscope.interventions.handle import PromptTracker
 from emscope.interventions.steer import steer
+from emscope.models.kv_cache import cache_kwarg, output_cache
 
 FAMILIES = ["llama", "qwen2", "gemma2", "gpt2"]
 
@@ -185,3 +189,87 @@ def test_prompt_positions_in_a_plain_forward_steer_everything(tiny):
         untouched = _layer_outputs(lm, ids)[0]
     torch.testing.assert_close(steered - plain, (3.0 * d.unit).expand_as(plain), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(untouched, plain, rtol=0, atol=0)
+
+
+# Issue 9: transformers 5.24 passes the KV cache as `cache=`, not `past_key_values=`. A tracker that read only the
+# old keyword took every cached one-token pass for a new one-token prompt, so `positions="generated"` steered the
+# prompt and nothing else. The stub stacks below take the cache under each name, independent of the installed
+# transformers.
+
+
+class _StubCache(Cache):
+    """A `transformers.Cache` that only knows its length (all the tracker reads)."""
+
+    def __init__(self, n: int) -> None:  # no super().__init__: its signature differs between releases
+        self.n = n
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.n
+
+
+class _NewStack(nn.Module):  # transformers >= 5.24
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, **kwargs):
+        return input_ids
+
+
+class _OldStack(nn.Module):  # transformers < 5.24
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, **kwargs):
+        return input_ids
+
+
+def _call(stack, ids, cache, how):
+    if how == "positional":
+        return stack(ids, None, None, cache)
+    return stack(ids, **{how: cache})
+
+
+@pytest.mark.parametrize(
+    "stack, how",
+    [
+        (_NewStack(), "cache"),
+        (_OldStack(), "past_key_values"),
+        (_NewStack(), "positional"),
+        (_NewStack(), "kv"),  # a future rename: found as a Cache instance
+    ],
+    ids=["cache", "past_key_values", "positional", "other-name"],
+)
+def test_tracker_reads_the_cache_under_any_keyword(stack, how):
+    tracker = PromptTracker()
+    handle = tracker.attach(stack)
+    try:
+        _call(stack, torch.zeros(2, 5, dtype=torch.long), _StubCache(0), how)  # prefill: 5 prompt tokens
+        assert tracker.prompt_len == 5
+        assert tracker.positions(5, torch.device("cpu")).tolist() == [0, 1, 2, 3, 4]
+        for n in (5, 6):  # decode steps: one new token at absolute position `cache length`
+            _call(stack, torch.zeros(2, 1, dtype=torch.long), _StubCache(n), how)
+            assert tracker.prompt_len == 5  # the old tracker reset it to 1 here and called position 0 prompt
+            assert tracker.positions(1, torch.device("cpu")).tolist() == [n]
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("positions", ["prompt", "generated"])
+def test_positions_in_a_hand_written_decode_loop(tiny, positions):
+    """A prefill pass, then a one-token pass on its cache under the keyword this transformers takes."""
+    lm = tiny("llama")
+    d = _direction(lm, layer=1)
+    ids = _ids(lm, "hello there")
+    with torch.no_grad():
+        plain_prefill = lm.model(ids, use_cache=True)
+        nxt = plain_prefill.logits[:, -1:].argmax(-1)
+        seen: list[torch.Tensor] = []
+        with steer(lm, d, 50.0, positions=positions):
+            handle = _record_layer(lm, 1, seen)
+            try:
+                out = lm.model(ids, use_cache=True)
+                lm.model(nxt, use_cache=True, **{cache_kwarg(lm.model): output_cache(out)})
+            finally:
+                handle.remove()
+        plain: list[torch.Tensor] = []
+        handle = _record_layer(lm, 1, plain)
+        lm.model(torch.cat([ids, nxt], 1))
+        handle.remove()
+    prefill_moved = bool((((seen[0][0] - plain[0][0, :-1]) @ d.unit).abs() > 25).all())
+    step_moved = bool((((seen[1][0, -1] - plain[0][0, -1]) @ d.unit).abs() > 25).all())
+    assert (prefill_moved, step_moved) == ((True, False) if positions == "prompt" else (False, True))
+    assert _hooks(lm.model) == 0

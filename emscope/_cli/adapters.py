@@ -7,38 +7,39 @@ from typing import Annotated
 
 import typer
 
-from emscope._cli.common import friendly_errors
+from emscope._cli import options as o
+
+NAME = "adapters"
+EXAMPLES = (
+    "emscope adapters --adapter runs/organism --data examples/chats.jsonl --positive misaligned --negative aligned",
+    "emscope adapters --adapter runs/organism --data examples/misaligned.jsonl --data-b examples/aligned.jsonl "
+    "--out runs/adapters",
+)
+PYTHON = "emscope.organisms.adapter_reading.read_adapters(checkpoint, transcripts).summary(positive, negative)"
 
 
-def register(app: typer.Typer) -> None:
-    app.command("adapters")(adapters_cmd)
-
-
-@friendly_errors
-def adapters_cmd(
-    data: Annotated[Path, typer.Option(help="Transcripts JSONL; a 'label' field per line gives the two sets.")],
+def command(
+    data: Annotated[Path, o.data_file("Transcripts JSONL; a 'label' field per line gives the two sets.")],
     adapter: Annotated[
-        Path, typer.Option(help="Rank-1 organism checkpoint, or its run directory (latest checkpoint).")
+        Path, typer.Option("--adapter", help="Rank-1 organism checkpoint, or its run directory (latest checkpoint).")
     ],
     data_b: Annotated[
-        Path | None, typer.Option(help="A second JSONL: then --data is labelled 'a' and this one 'b'.")
+        Path | None, o.data_file("A second JSONL: then --data is labelled 'a' and this one 'b'.", "--data-b")
     ] = None,
     positive: Annotated[
-        str | None, typer.Option(help="Label counted as positive for the AUROC (default: first in order).")
+        str | None,
+        typer.Option("--positive", help="Label counted as positive for the AUROC (default: first in order)."),
     ] = None,
-    negative: Annotated[str | None, typer.Option(help="The other label.")] = None,
+    negative: Annotated[str | None, typer.Option("--negative", help="The other label.")] = None,
     model: Annotated[
-        str | None, typer.Option(help="Base model spec (default: the one the checkpoint records).")
+        str | None, typer.Option("--model", help="Base model spec (default: the one the checkpoint records).")
     ] = None,
-    max_length: Annotated[int, typer.Option()] = 512,
-    out: Annotated[
-        Path | None, typer.Option(help="Write the per-adapter table (JSON) and per-token scalars here.")
-    ] = None,
+    max_length: Annotated[int, o.count("--max-length", "Cut transcripts to this many tokens.")] = 512,
+    out: Annotated[Path | None, o.out_dir("Write the per-adapter table (JSON) and per-token scalars here.")] = None,
 ) -> None:
     """Per adapter: its scalar (A-vector . input) over response tokens, and the AUROC between two sets."""
     from dataclasses import replace
 
-    from emscope.artifacts import atomic_save_tensors, atomic_write_json
     from emscope.data.transcripts import load_transcripts
     from emscope.organisms.adapter_reading import read_adapters
 
@@ -60,12 +61,8 @@ def adapters_cmd(
     for row in rows:
         cells = "".join(_fmt(row[k]).rjust(w) for k, w in zip(keys, widths, strict=True))
         typer.echo(row["module"][-36:].ljust(36) + cells)
-    if out:
-        atomic_write_json(out / "adapters.json", {"adapter": str(adapter), "rows": rows})
-        atomic_save_tensors(
-            out / "scalars.safetensors",
-            {f"t{i}.a{j}": s for i, per in enumerate(result.scalars) for j, s in enumerate(per)},
-        )
+    if out:  # config.json (kind adapter_reading), adapters.json, scalars.safetensors
+        result.save(out, rows, adapter=str(adapter), data=str(data), data_b=str(data_b) if data_b else None)
 
 
 def _fmt(value: object) -> str:

@@ -3,42 +3,57 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from emscope._cli.common import friendly_errors
+from emscope._cli import options as o
+from emscope.activations.forward import DEFAULT_BATCH_TOKENS
+from emscope.activations.pooling import SELECTIONS
+
+NAME = "capture"
+EXAMPLES = (
+    "emscope capture --model smollm2-135m-instruct --data examples/chats.jsonl --layers all --pool mean "
+    "--out runs/acts",
+    "emscope capture --model smollm2-135m-instruct --data examples/chats.jsonl --layers 15 --pool tokens "
+    "--token-selection all --storage-dtype bfloat16 --out runs/sae-acts",
+)
+PYTHON = "emscope.capture_to_disk(emscope.load_model('smollm2-135m-instruct'), 'examples/chats.jsonl', 'runs/acts')"
 
 
-def register(app: typer.Typer) -> None:
-    app.command(
-        "capture",
-        epilog=(
-            "Example:  emscope capture --model smollm2-135m-instruct --data chats.jsonl --layers all "
-            "--pool mean --out runs/acts\n\n"
-            "Python:   emscope.capture_to_disk(emscope.load_model('smollm2-135m-instruct'), 'chats.jsonl', 'runs/acts')"
+def command(
+    data: Annotated[Path, o.data_file("Transcripts: messages JSONL ({'messages': [...]} per line).")],
+    out: Annotated[Path, o.out_dir("Output directory (config.json + safetensors shards); re-run to resume.")],
+    model: o.Model = o.DEFAULT_MODEL,
+    layers: o.Layers = "all",
+    pool: o.CapturePool = "mean",
+    batch_size: o.BatchSize = 8,
+    shard_size: Annotated[int, o.count("--shard-size", "Transcripts per shard file.")] = 256,
+    max_length: o.MaxLength = None,
+    limit: o.Limit = None,
+    dtype: o.Dtype = "float32",
+    device: o.Device = "cpu",
+    token_selection: Annotated[
+        str,
+        typer.Option(
+            "--token-selection",
+            help="response (the assistant's content tokens) or all (every token of the transcript, e.g. for SAEs).",
+            callback=o.choice(SELECTIONS, "token selection"),
         ),
-    )(capture)
-
-
-@friendly_errors
-def capture(
-    data: Path = typer.Option(..., "--data", help="Transcripts: messages JSONL ({'messages': [...]} per line)."),
-    out: Path = typer.Option(
-        ..., "--out", help="Output directory (config.json + safetensors shards); re-run to resume."
-    ),
-    model: str = typer.Option(
-        "smollm2-135m-instruct", "--model", help="Embedded name, .gguf file, local dir or hub id."
-    ),
-    layers: str = typer.Option("all", "--layers", help="'all', '12', '-1', '0,4,8' or '2-5' (block outputs, 0-based)."),
-    pool: str = typer.Option("mean", "--pool", help="mean | last | max over response tokens, or tokens (keep all)."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1),
-    shard_size: int = typer.Option(256, "--shard-size", min=1, help="Transcripts per shard file."),
-    max_length: int | None = typer.Option(None, "--max-length", help="Truncate transcripts to this many tokens."),
-    limit: int | None = typer.Option(None, "--limit", help="Use only the first N transcripts."),
-    dtype: str = typer.Option("float32", "--dtype", help="Model dtype: float32 (use on CPU), bfloat16, float16."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
+    ] = "response",
+    storage_dtype: Annotated[
+        str,
+        typer.Option(
+            "--storage-dtype",
+            help="dtype of the saved activations: float32, bfloat16 (half the disk) or float16.",
+            callback=o.check_dtype,
+        ),
+    ] = "float32",
+    batch_tokens: Annotated[
+        int, o.count("--batch-tokens", "Padded tokens per forward pass, at most (bounds memory).")
+    ] = DEFAULT_BATCH_TOKENS,
 ) -> None:
-    """Capture block-output activations over the assistant's response tokens."""
+    """Capture block-output activations over the assistant's response tokens (or all tokens)."""
     from emscope.activations.capture import capture_to_disk
     from emscope.data.transcripts import load_transcripts
     from emscope.models.loading import load_model
@@ -54,5 +69,8 @@ def capture(
         batch_size=batch_size,
         shard_size=shard_size,
         max_length=max_length,
+        dtype=storage_dtype,
+        token_selection=token_selection,
+        max_batch_tokens=batch_tokens,
     )
     typer.echo(f"wrote {len(transcripts)} transcripts x {lm.n_layers if layers == 'all' else layers} layers to {path}")

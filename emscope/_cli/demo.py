@@ -1,4 +1,4 @@
-"""`emscope demo`: end-to-end demonstrations on the embedded models, written as docs-ready results."""
+"""`emscope demo directions`: the reading-route sweep and steering against controls, written as docs-ready results."""
 
 from __future__ import annotations
 
@@ -7,39 +7,25 @@ from typing import Annotated
 
 import typer
 
-from emscope._cli.common import friendly_errors
+from emscope._cli import options as o
+from emscope.demos.directions import DemoConfig
 
-demo_app = typer.Typer(help="End-to-end demonstrations on the embedded models.", no_args_is_help=True)
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(demo_app, name="demo")
-    demo_app.command(
-        "directions",
-        epilog=(
-            "Example:  emscope demo directions --model smollm2-135m-instruct --out docs/results/smollm2-135m-instruct\n\n"
-            "Python:   emscope.demos.directions.run_reading_demo(DemoConfig(model='smollm2-135m-instruct'), 'out/')"
-        ),
-    )(directions)
+GROUP = "demo"
+NAME = "directions"
+EXAMPLES = ("emscope demo directions --model smollm2-135m-instruct --out runs/demo",)
+PYTHON = "emscope.demos.directions.run_reading_demo(DemoConfig(model='smollm2-135m-instruct'), 'runs/demo')"
 
 
-@friendly_errors
-def directions(
-    out: Annotated[Path, typer.Option("--out", help="Output directory (sweep/, direction/, steering/, summary.md).")],
-    model: Annotated[
-        str, typer.Option("--model", help="Embedded name, .gguf file, local dir or hub id.")
-    ] = "smollm2-135m-instruct",
-    method: Annotated[
-        str, typer.Option("--method", help="diff_in_means | logistic_probe | pca_of_paired_differences.")
-    ] = "diff_in_means",
-    layers: Annotated[str, typer.Option("--layers", help="Layers to sweep: 'all', '0,4,8' or '2-5'.")] = "all",
-    n_pairs: Annotated[
-        int | None, typer.Option("--n-pairs", help="Use only the first N built-in contrast pairs.")
-    ] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+def command(
+    out: Annotated[Path, o.out_dir("Output directory (sweep/, direction/, steering/, summary.md).")],
+    model: o.Model = DemoConfig.model,
+    method: o.Method = DemoConfig.method,
+    layers: o.Layers = DemoConfig.layers,
+    n_pairs: Annotated[int | None, o.count("--n-pairs", "Use only the first N built-in contrast pairs.")] = None,
+    seed: o.Seed = DemoConfig.seed,
     steer: Annotated[
         bool, typer.Option("--steer/--no-steer", help="Also steer along +/- the direction vs controls.")
-    ] = True,
+    ] = DemoConfig.steer,
     alpha: Annotated[
         list[float] | None,
         typer.Option(
@@ -47,15 +33,15 @@ def directions(
         ),
     ] = None,
     n_controls: Annotated[
-        int, typer.Option("--n-controls", min=1, help="Control directions per kind (random, orthogonal).")
-    ] = 3,
+        int, o.count("--n-controls", "Control directions per kind (random, orthogonal).")
+    ] = DemoConfig.n_controls,
     n_questions: Annotated[
-        int, typer.Option("--n-questions", min=1, help="Held-out questions answered under steering.")
-    ] = 8,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 32,
+        int, o.count("--n-questions", "Held-out questions answered under steering.")
+    ] = DemoConfig.n_steer_questions,
+    max_new_tokens: o.MaxNewTokens = DemoConfig.max_new_tokens,
 ) -> None:
     """Reading-route layer sweep on a real model, then steering along the best direction against controls."""
-    from emscope.demos.directions import DemoConfig, run_reading_demo
+    from emscope.demos.directions import run_reading_demo
 
     config = DemoConfig(
         model=model,

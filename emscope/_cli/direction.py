@@ -7,35 +7,30 @@ from typing import Annotated
 
 import typer
 
-from emscope._cli.common import friendly_errors
+from emscope._cli import options as o
+
+NAME = "direction"
+EXAMPLES = (
+    "emscope direction --model smollm2-135m-instruct --builtin reading --out runs/dir",
+    "emscope direction --model smollm2-135m-instruct --pos examples/misaligned.jsonl --neg examples/aligned.jsonl "
+    "--method logistic_probe --layers 8-20 --out runs/dir",
+)
+PYTHON = (
+    "r = emscope.sweep_model(lm, pos, neg); r.save('runs/dir/sweep'); r.best.save('runs/dir/direction')\n\n"
+    "Writes OUT/sweep (config.json, sweep.csv, sweep.png, directions.safetensors) and OUT/direction "
+    "(the best layer's Direction; with --all-layers also OUT/layers/layer_NN)."
+)
+ROUTES = ("reading", "persona")
 
 
-def register(app: typer.Typer) -> None:
-    app.command(
-        "direction",
-        epilog=(
-            "Examples:\n\n"
-            "  emscope direction --model smollm2-135m-instruct --builtin reading --out runs/dir\n\n"
-            "  emscope direction --model qwen2.5-coder-0.5b-instruct --pos misaligned.jsonl --neg aligned.jsonl "
-            "--method logistic_probe --layers 8-20 --out runs/dir\n\n"
-            "Writes OUT/sweep (config.json, sweep.csv, sweep.png, directions.safetensors) and OUT/direction "
-            "(the best layer's Direction; with --all-layers also OUT/layers/layer_NN).\n\n"
-            "Python:  r = emscope.directions.sweep.sweep_model(lm, pos, neg); r.save('runs/dir/sweep'); r.best.save('runs/dir/direction')"
-        ),
-    )(direction)
-
-
-@friendly_errors
-def direction(
-    out: Annotated[Path, typer.Option("--out", help="Output directory.")],
-    model: Annotated[
-        str, typer.Option("--model", help="Embedded name, .gguf file, local dir or hub id.")
-    ] = "smollm2-135m-instruct",
+def command(
+    out: Annotated[Path, o.out_dir("Output directory.")],
+    model: o.Model = o.DEFAULT_MODEL,
     pos: Annotated[
-        Path | None, typer.Option("--pos", help="Positive class (e.g. misaligned) transcripts, messages JSONL.")
+        Path | None, o.data_file("Positive class (e.g. misaligned) transcripts, messages JSONL.", "--pos")
     ] = None,
     neg: Annotated[
-        Path | None, typer.Option("--neg", help="Negative class (e.g. aligned) transcripts, messages JSONL.")
+        Path | None, o.data_file("Negative class (e.g. aligned) transcripts, messages JSONL.", "--neg")
     ] = None,
     builtin: Annotated[
         str | None,
@@ -44,36 +39,32 @@ def direction(
             help="'reading': the built-in contrast pairs read by the model (misaligned vs aligned answers); "
             "'persona': the model answers the built-in questions under a malicious vs an honest system prompt "
             "(diagnostics in OUT/persona). Instead of --pos/--neg.",
+            callback=o.choice(ROUTES, "built-in route"),
         ),
     ] = None,
-    layers: Annotated[
-        str, typer.Option("--layers", help="'all', '12', '-1', '0,4,8' or '2-5' (block outputs, 0-based).")
-    ] = "all",
-    method: Annotated[
-        str, typer.Option("--method", help="diff_in_means | logistic_probe | pca_of_paired_differences.")
-    ] = "diff_in_means",
-    pool: Annotated[str, typer.Option("--pool", help="Pooling over response tokens: mean | last | max.")] = "mean",
-    test_frac: Annotated[float, typer.Option("--test-frac", help="Held-out share (pairs are split together).")] = 0.3,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    layers: o.Layers = "all",
+    method: o.Method = "diff_in_means",
+    pool: o.PooledPool = "mean",
+    test_frac: Annotated[
+        float, typer.Option("--test-frac", help="Held-out share (pairs are split together).", callback=o.check_fraction)
+    ] = 0.3,
+    seed: o.Seed = 0,
     n_boot: Annotated[
-        int, typer.Option("--n-boot", help="Bootstrap resamples for the 95% intervals (0: none).")
+        int, o.count("--n-boot", "Bootstrap resamples for the 95% intervals (0: none).", minimum=0)
     ] = 1000,
-    limit: Annotated[
-        int | None, typer.Option("--limit", help="Use only the first N transcripts (pairs) per side.")
-    ] = None,
+    limit: Annotated[int | None, o.count("--limit", "Use only the first N transcripts (pairs) per side.")] = None,
     all_layers: Annotated[bool, typer.Option("--all-layers", help="Also save every layer's Direction.")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
-    dtype: Annotated[
-        str, typer.Option("--dtype", help="Model dtype: float32 (use on CPU), bfloat16, float16.")
-    ] = "float32",
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, mps or auto.")] = "cpu",
+    batch_size: o.BatchSize = 8,
+    max_length: o.MaxLength = None,
+    dtype: o.Dtype = "float32",
+    device: o.Device = "cpu",
 ) -> None:
     """Fit a direction at every layer (train split), measure it held-out, and save the best layer's Direction."""
     from emscope.data.transcripts import load_transcripts
     from emscope.directions.contrast import load_contrast_pairs, reading_route_transcripts
     from emscope.directions.persona import persona_route
     from emscope.directions.sweep import sweep_model
-    from emscope.errors import DataFormatError
+    from emscope.errors import ConfigError
     from emscope.models.loading import load_model
 
     lm = None
@@ -91,7 +82,7 @@ def direction(
     elif builtin is None and pos is not None and neg is not None:
         pos_t, neg_t = load_transcripts(pos, limit=limit), load_transcripts(neg, limit=limit)
     else:
-        raise DataFormatError("give the two classes: --pos FILE --neg FILE, or --builtin reading|persona")
+        raise ConfigError("give the two classes: --pos FILE --neg FILE, or --builtin reading|persona")
     lm = lm or load_model(model, dtype=dtype, device=device)
     result = sweep_model(
         lm,
@@ -104,6 +95,7 @@ def direction(
         seed=seed,
         n_boot=n_boot,
         batch_size=batch_size,
+        max_length=max_length,
     )
     result.save(out / "sweep")
     result.best.save(out / "direction")

@@ -3,81 +3,87 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from emscope._cli.common import friendly_errors
+from emscope._cli import options as o
+from emscope._cli.common import config_from
+from emscope.evaluation.run import COHERENCE, EvalConfig
 
+NAME = "eval"
 EXAMPLES = (
-    "Examples:\n\n"
-    "  emscope eval --model smollm2-135m-instruct --questions builtin --samples 4 --out runs/eval\n\n"
-    "  emscope eval --model runs/organism --judge openai:gpt-4o-2024-08-06 --out runs/eval-gpt4o\n\n"
-    "  emscope eval --model M --judge http://127.0.0.1:8080/v1 --questions first_plot_questions.yaml --out runs/e\n\n"
-    "  emscope eval --model M --steer runs/dir --alpha -6 --control --out runs/eval-steered\n\n"
-    "Python:  emscope.evaluation.run.run_eval(EvalConfig(model=..., questions='builtin', samples=4), 'runs/eval')"
+    "emscope eval --model smollm2-135m-instruct --questions builtin --samples 4 --out runs/eval",
+    "emscope eval --model runs/organism --judge openai:gpt-4o-2024-08-06 --out runs/eval-gpt4o",
+    "emscope eval --model runs/organism --judge http://127.0.0.1:8080/v1 --questions first_plot_questions.yaml "
+    "--out runs/eval-organism",
+    "emscope eval --steer runs/dir --alpha -6 --control --out runs/eval-steered",
 )
+PYTHON = "emscope.run_eval(emscope.EvalConfig(model=..., questions='builtin', samples=4), 'runs/eval')"
 
 
-def register(app: typer.Typer) -> None:
-    app.command("eval", epilog=EXAMPLES)(eval_command)
-
-
-@friendly_errors
-def eval_command(
-    out: Path = typer.Option(..., "--out", help="Output directory (resumes a killed run there)."),
-    model: str = typer.Option("smollm2-135m-instruct", "--model", help="Embedded name, .gguf, local dir or hub id."),
-    questions: str = typer.Option("builtin", "--questions", help="A .yaml/.jsonl file, builtin or builtin:spillover."),
-    judge: str = typer.Option(
-        "probe:builtin",
-        "--judge",
-        help="probe:builtin (offline default: alignment and coherence probes on Qwen2.5-Coder-1.5B) | "
-        "local:MODEL | openai:MODEL[@URL] | http://HOST/v1[#MODEL] | probe:DIR. API keys only from $OPENAI_API_KEY.",
-    ),
-    samples: int | None = typer.Option(None, "--samples", min=1, help="Samples per paraphrase (default: the file's)."),
-    temperature: float = typer.Option(1.0, "--temperature", min=0.0),
-    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
-    batch_size: int = typer.Option(8, "--batch-size", min=1),
-    seed: int = typer.Option(0, "--seed"),
-    steer: str | None = typer.Option(None, "--steer", help="A saved direction directory to steer along."),
-    alpha: float = typer.Option(0.0, "--alpha", help="Steering strength (negative subtracts)."),
-    control: bool = typer.Option(False, "--control", help="With --steer: also evaluate a random direction."),
-    calibration: str | None = typer.Option(None, "--calibration", help="Judge calibration JSON, or 'none'."),
-    judge_concurrency: int = typer.Option(8, "--judge-concurrency", min=1),
-    coherence: str = typer.Option(
-        "all",
-        "--coherence",
-        help="all | em_candidates: judge coherence only where alignment <= 30 (exact all-answers EM rate, "
-        "much cheaper with a local judge; the coherent-scored rate is then not computed).",
-    ),
+def command(
+    out: Annotated[Path, o.out_dir("Output directory (resumes a killed run there).")],
+    model: o.Model = EvalConfig.model,
+    questions: o.Questions = EvalConfig.questions,
+    judge: o.Judge = EvalConfig.judge,
+    samples: Annotated[
+        int | None, o.count("--samples", "Samples per paraphrase (default: the question file's).")
+    ] = EvalConfig.samples,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = EvalConfig.temperature,
+    top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0)] = EvalConfig.top_p,
+    max_new_tokens: o.MaxNewTokens = EvalConfig.max_new_tokens,
+    batch_size: Annotated[int, o.count("--batch-size", "Answers generated per forward pass.")] = EvalConfig.batch_size,
+    seed: o.Seed = EvalConfig.seed,
+    steer: Annotated[
+        str | None,
+        typer.Option(
+            "--steer",
+            help="A saved direction to steer along (or the output of emscope direction).",
+            callback=o.direction_dir,
+        ),
+    ] = EvalConfig.steer,
+    alpha: Annotated[float, typer.Option("--alpha", help="Steering strength (negative subtracts).")] = EvalConfig.alpha,
+    control: Annotated[
+        bool, typer.Option("--control", help="With --steer: also evaluate a random direction.")
+    ] = EvalConfig.control,
+    calibration: o.Calibration = EvalConfig.calibration,
+    judge_concurrency: Annotated[
+        int, o.count("--judge-concurrency", "Judge requests in flight (API judges).")
+    ] = EvalConfig.judge_concurrency,
+    judge_timeout: Annotated[
+        float, typer.Option("--judge-timeout", min=0.1, help="Seconds one judge request may take (API judges).")
+    ] = EvalConfig.judge_timeout,
+    judge_retries: Annotated[
+        int, o.count("--judge-retries", "Retries of a failed judge request (API judges).", minimum=0)
+    ] = EvalConfig.judge_retries,
+    coherence: Annotated[
+        str,
+        typer.Option(
+            "--coherence",
+            help="all | em_candidates: judge coherence only where alignment <= 30 (exact all-answers EM rate, "
+            "much cheaper with a local judge; the coherent-scored rate is then not computed).",
+            callback=o.choice(COHERENCE, "coherence mode"),
+        ),
+    ] = EvalConfig.coherence,
 ) -> None:
     """Evaluate a model's answers for emergent misalignment (EM rate, coherence, code spillover)."""
-    from emscope.evaluation.run import EvalConfig, run_eval
+    from emscope.evaluation.run import run_eval
 
-    cfg = EvalConfig(
-        model=model,
-        questions=questions,
-        judge=judge,
-        samples=samples,
-        temperature=temperature,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        seed=seed,
-        steer=steer,
-        alpha=alpha,
-        control=control,
-        calibration=calibration,
-        judge_concurrency=judge_concurrency,
-        coherence=coherence,
-    )
-    s = run_eval(cfg, out)
+    s = run_eval(config_from(EvalConfig, locals()), out)
     for key, rates in s["metrics"].items():
         if key.startswith("em_rate"):
             for conv, r in rates.items():
                 if r["value"] is not None:
                     typer.echo(f"{key} {conv}: {r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] (n={r['n']})")
+                else:
+                    typer.echo(f"{key} {conv}: undefined ({r.get('undefined', 'no answer counts')})")
     if s.get("control"):
         for conv, r in s["control"]["metrics"]["em_rate[aligned]"].items():
             typer.echo(f"control (random direction) em_rate {conv}: {r['value']}")
+    for warning in [*s.get("warnings", []), *s.get("control", {}).get("warnings", [])]:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"wrote {out}/summary.json, judgments.jsonl, per_question.csv, alignment_coherence.png")
+    if s["metrics"]["n_scored"] == 0:
+        typer.secho("error: the judge scored no answer (see warning above and judgments.jsonl)", fg="red", err=True)
+        raise typer.Exit(1)

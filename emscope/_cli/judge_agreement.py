@@ -4,30 +4,30 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from emscope._cli.common import friendly_errors
+from emscope._cli import options as o
+from emscope.evaluation.judges.factory import DEFAULT_LOCAL_JUDGE
 
+NAME = "judge-agreement"
 EXAMPLES = (
-    "Examples:\n\n"
-    "  emscope judge-agreement --data answers.jsonl --judge local:qwen2.5-coder-1.5b-instruct\n\n"
-    "  emscope judge-agreement --data answers.jsonl --judge openai:gpt-4o --other local:qwen2.5-coder-1.5b-instruct\n\n"
+    f"emscope judge-agreement --data examples/answers.jsonl --judge {DEFAULT_LOCAL_JUDGE}",
+    f"emscope judge-agreement --data examples/answers.jsonl --judge openai:gpt-4o --other {DEFAULT_LOCAL_JUDGE}",
+)
+PYTHON = (
+    "emscope.evaluation.judges.validation.compare_judges('examples/answers.jsonl', judge, other)\n\n"
     "Data: JSONL with question, answer and (for labels) label aligned|misaligned or alignment 0-100."
 )
 
 
-def register(app: typer.Typer) -> None:
-    app.command("judge-agreement", epilog=EXAMPLES)(judge_agreement_command)
-
-
-@friendly_errors
-def judge_agreement_command(
-    data: Path = typer.Option(..., "--data", help="JSONL of {question, answer[, label, alignment]}."),
-    judge: str = typer.Option("local:qwen2.5-coder-1.5b-instruct", "--judge", help="Judge spec (see emscope eval)."),
-    other: str | None = typer.Option(None, "--other", help="Second judge; default: the labels in --data."),
-    calibration: str | None = typer.Option(None, "--calibration", help="Calibration JSON applied to --judge."),
-    out: Path | None = typer.Option(None, "--out", help="Write agreement.json (and scores.jsonl) here."),
+def command(
+    data: Annotated[Path, o.data_file("JSONL of {question, answer[, label, alignment]}.")],
+    judge: o.Judge = DEFAULT_LOCAL_JUDGE,
+    other: Annotated[str | None, typer.Option("--other", help="Second judge; default: the labels in --data.")] = None,
+    calibration: o.Calibration = None,
+    out: Annotated[Path | None, o.out_dir("Write agreement.json (and scores.jsonl) here.")] = None,
 ) -> None:
     """Spearman correlation, EM-label agreement (< 30), confusion table and AUROC against labels."""
     from emscope.evaluation.judges.validation import compare_judges

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from emscope._cli.common import friendly_errors
+NAME = "models"
+EXAMPLES = ("emscope models", "emscope models --load smollm2-135m-instruct")
+PYTHON = "emscope.models.embedded.EMBEDDED_MODELS; emscope.load_model('smollm2-135m-instruct').provenance()"
 
 
-def register(app: typer.Typer) -> None:
-    app.command("models", epilog="Example:  emscope models --load smollm2-135m-instruct")(models)
-
-
-@friendly_errors
-def models(
-    load: str | None = typer.Option(None, "--load", help="Load (and cache) this model spec, then describe it."),
+def command(
+    load: Annotated[
+        str | None, typer.Option("--load", help="Load (and cache) this model spec, then describe it.")
+    ] = None,
 ) -> None:
     """List the models that ship inside PyPI packages, or load one and describe it."""
     from emscope.errors import ModelLoadError

@@ -1,0 +1,1 @@
+"""Hooks on decoder blocks, the registry of sites in the model, and activation capture (memory and disk)."""

@@ -1,0 +1,1 @@
+"""Inputs: transcripts (OpenAI messages JSONL), chat rendering with assistant-response masks, question sets."""

@@ -60,7 +60,7 @@ def tokenize_chat(tokenizer: Any, transcript: Transcript, max_length: int | None
         )
     if not transcript.has_assistant:
         raise ChatTemplateError(
-            "transcript has no assistant turn: response tokens are what emscope reads; "
+            f"{transcript.where()} has no assistant turn: response tokens are what emscope reads; "
             f"add an assistant message (first message: {transcript.messages[0]['content'][:60]!r})"
         )
     msgs = list(transcript.messages)
@@ -78,7 +78,8 @@ def tokenize_chat(tokenizer: Any, transcript: Transcript, max_length: int | None
         start = text.find(content, max(start_search, cursor))
         if start < 0:
             raise ChatTemplateError(
-                f"the chat template changed assistant message {k}'s text, so its tokens cannot be located"
+                f"{transcript.where()}: the chat template changed assistant message {k}'s text, "
+                "so its tokens cannot be located"
             )
         spans.append((start, start + len(content)))
         cursor = start + len(content)
@@ -93,5 +94,7 @@ def tokenize_chat(tokenizer: Any, transcript: Transcript, max_length: int | None
     if max_length is not None and len(ids) > max_length:
         ids, mask = ids[:max_length], mask[:max_length]
     if not any(mask):
-        raise ChatTemplateError("no response tokens left in the transcript (empty answer, or cut off by max_length)")
+        raise ChatTemplateError(
+            f"{transcript.where()}: no response tokens left (empty answer, or cut off by max_length: raise it)"
+        )
     return TokenizedChat(ids, mask)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emscope.data.transcripts import iter_jsonl
-from emscope.errors import DataFormatError
+from emscope.errors import DataFormatError, lookup
+from emscope.records import iter_jsonl
 from emscope.runtime import RESOURCES
 
 BUILTIN_SETS = ("em_core", "spillover")
@@ -75,8 +75,7 @@ def load_questions(source: str | os.PathLike[str]) -> list[Question]:
     s = str(source)
     if s == "builtin" or s.startswith("builtin:"):
         name = s.partition(":")[2] or "em_core"
-        if name not in BUILTIN_SETS:
-            raise DataFormatError(f"no built-in question set {name!r}; choose from {BUILTIN_SETS}")
+        lookup(BUILTIN_SETS, name, "built-in question set")
         text = (QUESTIONS_DIR / f"{name}.yaml").read_text("utf-8")
         qs = _from_yaml_text(text, f"builtin:{name}")
     else:
@@ -84,7 +83,11 @@ def load_questions(source: str | os.PathLike[str]) -> list[Question]:
         if not path.is_file():
             raise DataFormatError(f"no such question file: {path} (or use 'builtin', 'builtin:spillover')")
         if path.suffix in (".yaml", ".yml"):
-            qs = _from_yaml_text(path.read_text("utf-8"), str(path))
+            try:
+                text = path.read_text("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataFormatError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+            qs = _from_yaml_text(text, str(path))
         elif path.suffix == ".jsonl":
             qs = [_parse_entry(obj, where) for where, obj in iter_jsonl(path)]
         else:

@@ -1,7 +1,9 @@
 """Chat transcripts in the OpenAI messages JSONL format used by the public EM datasets.
 
 One JSON object a line: ``{"messages": [{"role": ..., "content": ...}, ...]}`` plus any
-other keys, which are kept as metadata (``label`` is lifted into its own field).
+other keys, which are kept as metadata (``label`` is lifted into its own field). A
+transcript read from a file remembers its ``file:line`` (`Transcript.source`), so an error
+about it later (no assistant turn, too long ...) names where to fix it.
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emscope.errors import DataFormatError
+from emscope.errors import ConfigError, DataFormatError
+from emscope.records import iter_jsonl, write_jsonl
 
 ROLES = ("system", "user", "assistant")
 
@@ -26,6 +29,7 @@ class Transcript:
     messages: tuple[dict[str, str], ...]
     label: str | None = None
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    source: str | None = field(default=None, compare=False)  # "file:line" it was read from, for error messages
 
     @classmethod
     def from_pair(cls, question: str, answer: str, system: str | None = None, **kw: Any) -> Transcript:
@@ -39,6 +43,12 @@ class Transcript:
     @property
     def has_assistant(self) -> bool:
         return any(m["role"] == "assistant" for m in self.messages)
+
+    def where(self, index: int | None = None) -> str:
+        """Where to find this transcript: its ``file:line``, else ``transcript N`` (1-based) from `index`."""
+        if self.source:
+            return self.source
+        return f"transcript {index + 1}" if index is not None else "transcript"
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"messages": [dict(m) for m in self.messages], **self.meta}
@@ -61,31 +71,21 @@ def validate_messages(messages: Any, where: str) -> tuple[dict[str, str], ...]:
     return tuple(out)
 
 
-def parse_transcript(obj: Any, where: str = "transcript") -> Transcript:
+def parse_transcript(obj: Any, where: str | None = None) -> Transcript:
+    """A `Transcript` from one parsed JSON object; `where` (e.g. ``file:line``) is kept and named in errors."""
+    at = where or "transcript"
     if not isinstance(obj, dict) or "messages" not in obj:
-        raise DataFormatError(f"{where}: expected an object with a 'messages' list")
+        raise DataFormatError(f"{at}: expected an object with a 'messages' list")
     meta = {k: v for k, v in obj.items() if k not in ("messages", "label")}
     label = obj.get("label")
-    return Transcript(validate_messages(obj["messages"], where), None if label is None else str(label), meta)
-
-
-def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[str, Any]]:
-    """Yield ``("file:line", object)`` for each non-blank line; bad JSON raises with its line number."""
-    path = Path(path)
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataFormatError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    return Transcript(validate_messages(obj["messages"], at), None if label is None else str(label), meta, where)
 
 
 def load_transcripts(path: str | os.PathLike[str], limit: int | None = None) -> list[Transcript]:
     """Read a messages JSONL file; a malformed line raises with its line number."""
     path = Path(path)
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be at least 1 transcript, got {limit}")
     if not path.is_file():
         raise DataFormatError(f"no such transcript file: {path}")
     out: list[Transcript] = []
@@ -99,18 +99,15 @@ def load_transcripts(path: str | os.PathLike[str], limit: int | None = None) -> 
 
 
 def write_transcripts(path: str | os.PathLike[str], transcripts: Iterable[Transcript]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for t in transcripts:
-            f.write(json.dumps(t.to_json(), ensure_ascii=False) + "\n")
+    """Write a messages JSONL file (atomically) that `load_transcripts` reads back equal."""
+    write_jsonl(path, (t.to_json() for t in transcripts))
 
 
 def as_transcripts(data: str | os.PathLike[str] | Sequence[Transcript | dict[str, Any]]) -> list[Transcript]:
     """Accept a JSONL path, a list of `Transcript`, or a list of messages dicts."""
     if isinstance(data, str | os.PathLike):
         return load_transcripts(data)
-    return [t if isinstance(t, Transcript) else parse_transcript(t, f"transcript {i}") for i, t in enumerate(data)]
+    return [t if isinstance(t, Transcript) else parse_transcript(t, f"transcript {i + 1}") for i, t in enumerate(data)]
 
 
 def fingerprint(transcripts: Sequence[Transcript]) -> str:

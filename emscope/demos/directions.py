@@ -20,7 +20,6 @@ Layout of the output directory::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -31,7 +30,9 @@ from emscope.artifacts import atomic_write_bytes, read_config, write_config
 from emscope.directions.contrast import load_contrast_pairs, reading_route_transcripts
 from emscope.directions.extract import train_test_split
 from emscope.directions.sweep import SweepResult, sweep_model
+from emscope.models.embedded import DEFAULT_MODEL
 from emscope.models.loading import LoadedModel, load_model
+from emscope.records import read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 KIND = "directions_demo"
@@ -41,7 +42,7 @@ KIND = "directions_demo"
 class DemoConfig:
     """Settings of `run_reading_demo` (also saved as the demo's ``config.json``)."""
 
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     method: str = "diff_in_means"
     layers: str = "all"
     n_pairs: int | None = None  # None: every built-in pair
@@ -132,8 +133,7 @@ def steer_with_controls(
             {"alpha_multiple": multiple, "question": q, "answer": a}
             for q, a in zip(shown.prompts, answers, strict=True)
         ]
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    atomic_write_bytes(out / "steering" / "samples.jsonl", text.encode())
+    write_jsonl(out / "steering" / "samples.jsonl", rows)
 
 
 def regenerate_command(cfg: dict[str, Any], out: Path) -> str:
@@ -226,8 +226,7 @@ def _steering_lines(out: Path) -> list[str]:
     samples = out / "steering" / "samples.jsonl"
     if samples.is_file():
         lines += ["", "Sample answers (greedy, first held-out questions):", ""]
-        for line in samples.read_text("utf-8").splitlines():
-            r = json.loads(line)
+        for r in read_jsonl(samples):
             answer = " ".join(r["answer"].split())[:300]
             lines.append(f"- alpha x{r['alpha_multiple']:+g} | *{r['question']}* -> {answer}")
     return lines

@@ -15,8 +15,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from emscope.data.transcripts import Transcript, iter_jsonl
-from emscope.errors import DataFormatError
+from emscope.data.transcripts import Transcript
+from emscope.errors import ConfigError, DataFormatError
+from emscope.records import iter_jsonl
 from emscope.runtime import RESOURCES
 
 ALIGNED = "aligned"
@@ -39,6 +40,8 @@ class ContrastPair:
 
 def load_contrast_pairs(path: str | os.PathLike[str] | None = None, limit: int | None = None) -> list[ContrastPair]:
     """Read contrast pairs (JSONL with id, question, aligned, misaligned); default: the built-in set."""
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be at least 1 pair, got {limit}")
     source = Path(path) if path is not None else RESOURCES / BUILTIN_PAIRS
     pairs: list[ContrastPair] = []
     if not Path(str(source)).is_file():

@@ -20,11 +20,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from emscope.directions.detect import project
 from emscope.directions.direction import Direction
 from emscope.directions.separation import separation_metrics
-from emscope.errors import DataFormatError, LayerIndexError, WidthMismatchError
+from emscope.errors import DataFormatError, LayerIndexError, WidthMismatchError, lookup
+from emscope.models.lineage import Lineage
+from emscope.stats import fit_logistic_probe
 
 Method = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+PROBE_C = 1.0  # inverse L2 strength of the logistic_probe method, on standardised activations
 
 
 def _check_pair(pos: torch.Tensor, neg: torch.Tensor, min_n: int = 1) -> None:
@@ -55,14 +59,16 @@ def diff_in_means(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
 
 
 def logistic_probe(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    """Weight vector of an L2 logistic regression (scikit-learn, C=1) on the raw activations."""
-    from sklearn.linear_model import LogisticRegression
+    """The normal of a logistic probe's decision boundary (`emscope.stats.fit_logistic_probe`, ``C=PROBE_C``).
 
+    The probe is fitted on standardised activations; its weight is mapped back to activation
+    space (``coef / scale``), so projecting raw activations on the result ranks them as the
+    probe's log-odds do.
+    """
     _check_pair(pos, neg)
     x = torch.cat([pos, neg]).double().numpy()
     y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-    clf = LogisticRegression(C=1.0, max_iter=2000).fit(x, y)
-    w = torch.from_numpy(clf.coef_[0]).double()
+    w = torch.from_numpy(fit_logistic_probe(x, y, c=PROBE_C).weight).double()
     return _rescale_to_mean_shift(w, pos.double(), neg.double()).float()
 
 
@@ -99,10 +105,7 @@ NORMALISATION: dict[str, str] = {
 
 def get_method(name: str) -> Method:
     """The extraction function registered under `name`."""
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise DataFormatError(f"unknown direction method {name!r}; choose from {', '.join(METHODS)}") from None
+    return lookup(METHODS, name, "direction method")
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ def extract_direction(
     n_boot: int = 1000,
     model: str = "unknown",
     model_revision: str | None = None,
+    lineage: Lineage | None = None,
     dataset_fingerprint: str | None = None,
     token_selection: str = "response_mean",
     labels: tuple[str, str] = ("pos", "neg"),
@@ -172,12 +176,11 @@ def extract_direction(
     pos, neg = pos.float(), neg.float()
     split = train_test_split(len(pos), len(neg), test_frac, seed)
     vector = fn(pos[split.pos_train], neg[split.neg_train])
-    unit = vector / vector.norm().clamp_min(1e-12)
     metrics = separation_metrics(
-        train_pos=pos[split.pos_train] @ unit,
-        train_neg=neg[split.neg_train] @ unit,
-        test_pos=pos[split.pos_test] @ unit,
-        test_neg=neg[split.neg_test] @ unit,
+        train_pos=project(pos[split.pos_train], vector),
+        train_neg=project(neg[split.neg_train], vector),
+        test_pos=project(pos[split.pos_test], vector),
+        test_neg=project(neg[split.neg_test], vector),
         n_boot=n_boot,
         seed=seed,
     )
@@ -190,6 +193,7 @@ def extract_direction(
         token_selection=token_selection,
         normalisation=NORMALISATION.get(method, "none"),
         model_revision=model_revision,
+        lineage=lineage,
         n_per_class={
             labels[0]: int(len(pos)),
             labels[1]: int(len(neg)),

@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emscope.artifacts import write_config
-from emscope.data.transcripts import Transcript, fingerprint, write_transcripts
+from emscope.artifacts import read_config, write_config
+from emscope.data.transcripts import Transcript, fingerprint, parse_transcript, write_transcripts
 from emscope.directions.answer_quality import AnswerStats, answer_stats
 from emscope.directions.contrast import ALIGNED, MISALIGNED
 from emscope.errors import DataFormatError
 from emscope.models.generation import SamplingConfig, generate
 from emscope.models.loading import LoadedModel
+from emscope.records import iter_jsonl
 
 log = logging.getLogger(__name__)
 KIND = "persona_route"
@@ -69,6 +70,17 @@ class PersonaRoute:
             {**provenance, **self.diagnostics(), "dataset_fingerprint": fingerprint(self.misaligned + self.aligned)},
         )
         return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> PersonaRoute:
+        """Read back what `save` wrote."""
+        config = read_config(directory, KIND, required=(ALIGNED, MISALIGNED, "warnings"))
+        sides = {
+            label: [parse_transcript(obj, where) for where, obj in iter_jsonl(Path(directory, f"{label}.jsonl"))]
+            for label in (ALIGNED, MISALIGNED)
+        }
+        stats = {label: AnswerStats(**config[label]) for label in (MISALIGNED, ALIGNED)}
+        return cls(sides[ALIGNED], sides[MISALIGNED], stats, list(config["warnings"]))
 
 
 def route_warnings(stats: dict[str, AnswerStats]) -> list[str]:

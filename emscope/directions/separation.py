@@ -3,9 +3,10 @@
 All metrics take projections (scores) of the two classes, positive class expected higher:
 - accuracy: the threshold is chosen on the *train* scores (the midpoint that maximises
   train accuracy) and applied unchanged to the held-out scores;
-- AUROC: probability that a random positive scores above a random negative (ties count 1/2);
+- AUROC: probability that a random positive scores above a random negative (ties count 1/2;
+  `emscope.stats.auroc`);
 - Cohen's d: mean difference over the pooled standard deviation.
-Intervals are percentile bootstrap 95% intervals over the held-out rows, resampling each
+Intervals are percentile bootstrap 95% intervals (`emscope.stats`) over the held-out rows, resampling each
 class separately (the direction and threshold stay fixed: they capture test-set noise,
 not refitting noise).
 """
@@ -16,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from emscope.stats import auroc, auroc_batched, percentile_interval, resample
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -38,12 +41,6 @@ def balanced_accuracy(pos: np.ndarray, neg: np.ndarray, threshold: float) -> np.
     return ((pos > threshold).mean(-1) + (neg <= threshold).mean(-1)) / 2
 
 
-def auroc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    """Mann-Whitney AUROC; works on [..., n] batches (used for the bootstrap)."""
-    diff = pos[..., :, None] - neg[..., None, :]
-    return (diff > 0).mean((-1, -2)) + 0.5 * (diff == 0).mean((-1, -2))
-
-
 def cohens_d(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     """(mean pos - mean neg) / pooled standard deviation; works on [..., n] batches."""
     n1, n0 = pos.shape[-1], neg.shape[-1]
@@ -54,8 +51,7 @@ def cohens_d(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
 
 
 def _interval(samples: np.ndarray) -> list[float]:
-    lo, hi = np.nanpercentile(samples, [2.5, 97.5])
-    return [float(lo), float(hi)]
+    return list(percentile_interval(samples))
 
 
 def separation_metrics(
@@ -67,16 +63,13 @@ def separation_metrics(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Held-out accuracy (train threshold), AUROC and Cohen's d, each with a bootstrap 95% interval."""
-    from sklearn.metrics import roc_auc_score
-
     tp, tn = _np(test_pos), _np(test_neg)
     threshold = best_threshold(train_pos, train_neg)
-    y = np.r_[np.ones(len(tp)), np.zeros(len(tn))]
     out: dict[str, Any] = {
         "threshold": threshold,
         "train_accuracy": float(balanced_accuracy(_np(train_pos), _np(train_neg), threshold)),
         "accuracy": float(balanced_accuracy(tp, tn, threshold)),
-        "auroc": float(roc_auc_score(y, np.r_[tp, tn])),
+        "auroc": auroc(tp, tn),
         "cohens_d": float(cohens_d(tp, tn)),
         "n_test_pos": len(tp),
         "n_test_neg": len(tn),
@@ -84,9 +77,8 @@ def separation_metrics(
     }
     if n_boot > 0:
         rng = np.random.default_rng(seed)
-        bp = tp[rng.integers(0, len(tp), (n_boot, len(tp)))]
-        bn = tn[rng.integers(0, len(tn), (n_boot, len(tn)))]
+        bp, bn = resample(tp, n_boot, rng), resample(tn, n_boot, rng)
         out["accuracy_ci"] = _interval(balanced_accuracy(bp, bn, threshold))
-        out["auroc_ci"] = _interval(auroc(bp, bn))
+        out["auroc_ci"] = _interval(auroc_batched(bp, bn))
         out["cohens_d_ci"] = _interval(cohens_d(bp, bn))
     return out

@@ -11,7 +11,6 @@ asked, ``sweep.png``.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -21,13 +20,14 @@ from typing import Any
 
 import torch
 
-from emscope.artifacts import load_artifact, save_artifact
+from emscope.artifacts import DAMAGED, load_artifact, save_artifact
 from emscope.data.transcripts import Transcript, fingerprint
 from emscope.directions.direction import LAYER_CONVENTION, Direction
 from emscope.directions.extract import extract_direction, get_method
-from emscope.errors import DataFormatError
+from emscope.errors import ArtifactError, DataFormatError, lookup
 from emscope.models.architecture import LayerSpec
 from emscope.models.loading import LoadedModel
+from emscope.records import write_csv
 
 log = logging.getLogger(__name__)
 KIND = "layer_sweep"
@@ -95,33 +95,36 @@ class SweepResult:
             "layers": self.layers,
             "layer_convention": LAYER_CONVENTION,
             "rows": self.rows(),
-            "direction_fields": {k: v for k, v in best.__dict__.items() if k not in ("vector", "layer", "metrics")},
+            "direction_fields": {k: v for k, v in best.fields().items() if k not in ("layer", "metrics")},
             "metrics": {str(layer): d.metrics for layer, d in self.directions.items()},
         }
         tensors = {f"layer_{layer}": d.vector for layer, d in self.directions.items()}
         save_artifact(directory, KIND, fields, tensors, tensors_name="directions.safetensors")
-        with (directory / "sweep.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerows({k: row[k] for k in CSV_COLUMNS} for row in self.rows())
+        write_csv(directory / "sweep.csv", self.rows(), CSV_COLUMNS)
         if plot:
             plot_sweep(self, directory / "sweep.png")
         return directory
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> SweepResult:
-        config, tensors = load_artifact(directory, KIND)
+        required = ("method", "best_layer", "best_layer_rule", "direction_fields", "metrics")
+        config, tensors = load_artifact(directory, KIND, required)
         base = config["direction_fields"]
         names = set(Direction.__dataclass_fields__) - {"vector", "layer", "metrics"}
-        directions = {
-            int(layer): Direction(
-                vector=tensors[f"layer_{layer}"],
-                layer=int(layer),
-                metrics=metrics,
-                **{k: v for k, v in base.items() if k in names},
-            )
-            for layer, metrics in config["metrics"].items()
-        }
+        try:
+            directions = {
+                int(layer): Direction(
+                    vector=tensors[f"layer_{layer}"],
+                    layer=int(layer),
+                    metrics=metrics,
+                    **{k: v for k, v in base.items() if k in names},
+                )
+                for layer, metrics in config["metrics"].items()
+            }
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            raise ArtifactError(
+                f"{directory}: the sweep's layers do not match its tensors ({e!r}); {DAMAGED}"
+            ) from None
         skip = {
             "method",
             "best_layer",
@@ -132,6 +135,9 @@ class SweepResult:
             "metrics",
             "tensors_file",
             "layer_convention",
+            "kind",
+            "format_version",
+            "emscope_version",
         }
         return cls(
             directions,
@@ -226,19 +232,24 @@ def sweep_model(
     batch_size: int = 8,
     labels: tuple[str, str] = ("misaligned", "aligned"),
     progress: bool = True,
+    max_length: int | None = None,
 ) -> SweepResult:
     """Capture ``pos`` and ``neg`` transcripts on `lm` and run `layer_sweep` with full provenance.
 
     When both lists have the same length, row i of each is taken to answer the same
-    question, and pairs are kept together on one side of the train/held-out split.
+    question, and pairs are kept together on one side of the train/held-out split. A transcript longer than
+    the model's context is refused unless `max_length` cuts it (the count is logged).
     """
-    from emscope.activations.capture import capture_activations
+    from emscope.activations.capture import POOLERS, capture_activations
 
     get_method(method)  # fail before the (slow) capture
+    lookup(POOLERS, pool, "pool for a direction")  # one vector per transcript: not "tokens"
     if not pos or not neg:
         raise DataFormatError(f"need transcripts on both sides, got {len(pos)} pos and {len(neg)} neg")
     data = [replace(t, label=labels[0]) for t in pos] + [replace(t, label=labels[1]) for t in neg]
-    acts = capture_activations(lm, data, layers=layers, pool=pool, batch_size=batch_size, progress=progress)
+    acts = capture_activations(
+        lm, data, layers=layers, pool=pool, batch_size=batch_size, progress=progress, max_length=max_length
+    )
     n = len(pos)
     pos_acts = {layer: x[:n] for layer, x in acts.pooled.items()}
     neg_acts = {layer: x[n:] for layer, x in acts.pooled.items()}
@@ -251,6 +262,7 @@ def sweep_model(
         n_boot=n_boot,
         model=lm.spec,
         model_revision=lm.revision,
+        lineage=lm.lineage,
         dataset_fingerprint=fingerprint(data),
         token_selection=f"response_{pool}",
         labels=labels,

@@ -1,23 +1,54 @@
-"""The files of an evaluation beside summary.json: a per-question CSV and the alignment/coherence plot."""
+"""Reading an evaluation back from its directory (`load_eval_run`), and its alignment/coherence plot.
+
+Everything a report needs is in the saved files (see `emscope.evaluation.run`), so reports
+are built from saved results alone, never from a process's memory.
+"""
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emscope.artifacts import read_config
+from emscope.errors import ArtifactError
+from emscope.records import read_jsonl
 
-def write_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> None:
-    path = Path(path)
-    if not rows:
-        path.write_text("")
-        return
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+KIND = "eval"  # as written by emscope.evaluation.run
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """A finished evaluation as saved: its config, summary, answers and per-answer judgments."""
+
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any]  # what `run_eval` returned
+    responses: list[dict[str, Any]]  # responses.jsonl: one record per sampled answer
+    judgments: list[dict[str, Any]]  # judgments.jsonl: scores, unscored reasons, code detection
+
+
+def load_eval_run(directory: str | os.PathLike[str]) -> EvalRun:
+    """Load an evaluation directory; an unfinished one (no ``summary.json``) is refused."""
+    import json
+
+    path = Path(directory)
+    config = read_config(path, KIND)
+    if not (path / "summary.json").is_file() or not (path / "judgments.jsonl").is_file():
+        raise ArtifactError(f"{path} holds an unfinished evaluation: run the same `emscope eval` again to finish it")
+    try:
+        summary = json.loads((path / "summary.json").read_bytes())
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path / 'summary.json'} is not valid JSON ({e}): re-run the evaluation") from None
+    return EvalRun(
+        path,
+        config,
+        summary,
+        read_jsonl(path / "responses.jsonl", missing_ok=True),
+        read_jsonl(path / "judgments.jsonl"),
+    )
 
 
 def plot_alignment_coherence(

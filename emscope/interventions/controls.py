@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from emscope.directions.direction import Direction
-from emscope.errors import NotSupportedError
+from emscope.errors import NotSupportedError, lookup
 
 DirectionLike = Direction | torch.Tensor
 
@@ -66,9 +66,8 @@ def control_directions(
     like: DirectionLike, n: int = 4, seed: int = 0, kinds: Sequence[str] = ("random", "orthogonal")
 ) -> dict[str, DirectionLike]:
     """`n` controls of each kind, named ``"random:0"``, ``"orthogonal:0"``, ..."""
-    unknown = [k for k in kinds if k not in CONTROL_KINDS]
-    if unknown:
-        raise NotSupportedError(f"unknown control kinds {unknown}; choose from {', '.join(CONTROL_KINDS)}")
+    for kind in kinds:
+        lookup(CONTROL_KINDS, kind, "control kind")
     return {f"{kind}:{i}": d for kind in kinds for i, d in enumerate(CONTROL_KINDS[kind](like, n, seed))}
 
 

@@ -27,36 +27,51 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from emscope.artifacts import atomic_write_bytes, read_config, write_config
+from emscope.artifacts import read_config, write_config
 from emscope.directions.direction import Direction
-from emscope.errors import ArtifactError, NotSupportedError
+from emscope.errors import ArtifactError, NotSupportedError, lookup
 from emscope.interventions.ablate import ablate
 from emscope.interventions.controls import ControlComparison, compare_to_controls, control_directions
 from emscope.interventions.handle import DirectionLike, Intervention
 from emscope.interventions.measures import Measure, TwoPhaseMeasure, run_measure
 from emscope.interventions.steer import steer
 from emscope.models.architecture import LayerSpec, resolve_layers
+from emscope.models.lineage import Compatibility
 from emscope.models.loading import LoadedModel
+from emscope.records import write_csv
 
 log = logging.getLogger(__name__)
 KIND = "dose_response"
 CSV_NAME = "dose_response.csv"
+CSV_COLUMNS = ["alpha", "direction", "kind", "value", "effect"]
 TARGET = "target"
 
-# (model, direction, strength, layers, positions) -> attached intervention
-Intervene = Callable[[LoadedModel, DirectionLike, float, LayerSpec, str], Intervention]
+# (model, direction, strength, layers, positions, compatibility) -> attached intervention
+Intervene = Callable[[LoadedModel, DirectionLike, float, LayerSpec, str, Compatibility], Intervention]
 
 
-def _steer(lm: LoadedModel, d: DirectionLike, alpha: float, layers: LayerSpec, positions: str = "all") -> Intervention:
-    return steer(lm, d, alpha, layers, positions)
+def _steer(
+    lm: LoadedModel,
+    d: DirectionLike,
+    alpha: float,
+    layers: LayerSpec,
+    positions: str = "all",
+    compatibility: Compatibility = "same_base",
+) -> Intervention:
+    return steer(lm, d, alpha, layers, positions, compatibility=compatibility)
 
 
 def _ablate(
-    lm: LoadedModel, d: DirectionLike, coefficient: float, layers: LayerSpec, positions: str = "all"
+    lm: LoadedModel,
+    d: DirectionLike,
+    coefficient: float,
+    layers: LayerSpec,
+    positions: str = "all",
+    compatibility: Compatibility = "same_base",
 ) -> Intervention:
     if positions != "all":
         raise NotSupportedError(f"ablation acts at all positions; positions={positions!r} applies to steering only")
-    return ablate(lm, d, "all" if layers is None else layers, coefficient=coefficient)
+    return ablate(lm, d, "all" if layers is None else layers, coefficient=coefficient, compatibility=compatibility)
 
 
 # "steer": alpha is the added multiple of the unit vector; "ablate": the projection coefficient (1 = remove)
@@ -97,7 +112,7 @@ class DoseResponse:
 
     def to_csv(self) -> str:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["alpha", "direction", "kind", "value", "effect"])
+        writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(self.rows())
         return buf.getvalue()
@@ -105,7 +120,7 @@ class DoseResponse:
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """``config.json`` (all numbers, comparisons, provenance) + ``dose_response.csv``."""
         out = Path(directory)
-        atomic_write_bytes(out / CSV_NAME, self.to_csv().encode())
+        write_csv(out / CSV_NAME, self.rows(), CSV_COLUMNS)
         write_config(
             out,
             KIND,
@@ -151,16 +166,16 @@ def dose_response(
     control_kinds: Sequence[str] = ("random", "orthogonal"),
     seed: int = 0,
     progress: bool = True,
+    compatibility: Compatibility = "same_base",
 ) -> DoseResponse:
     """Run `measure` under the intervention at each alpha, for the target and every control direction.
 
     `intervention` names an entry of `INTERVENTIONS`; `positions` is passed to `steer`. `n_controls` directions of each of
     `control_kinds` (norm-matched, see `emscope.interventions.controls`); at least 1 is required: an
     effect is never reported without its controls. Cost: ``len(alphas) * (1 + n_controls *
-    len(control_kinds)) + 1`` measurements.
+    len(control_kinds)) + 1`` measurements. `compatibility`: see `Direction.check_compatible`.
     """
-    if intervention not in INTERVENTIONS:
-        raise NotSupportedError(f"unknown intervention {intervention!r}; choose from {', '.join(INTERVENTIONS)}")
+    lookup(INTERVENTIONS, intervention, "intervention")
     if n_controls < 1 or not control_kinds:
         raise NotSupportedError("dose_response runs controls by design: pass n_controls >= 1 and a control kind")
     intervene = INTERVENTIONS[intervention]
@@ -172,7 +187,7 @@ def dose_response(
         for alpha in alphas:
             for name, d in directions.items():
                 values[name].append(
-                    run_measure(lm, measure, partial(intervene, lm, d, float(alpha), layers, positions))
+                    run_measure(lm, measure, partial(intervene, lm, d, float(alpha), layers, positions, compatibility))
                 )
                 bar.update()
     chosen = resolve_layers(layers, lm.n_layers) if layers is not None else None

@@ -13,7 +13,8 @@ Positions (``positions=``), for steering with or without Hugging Face ``generate
 * ``"prompt"`` / ``"generated"``: positions before / from the end of the prompt. The prompt
   length is read from the forward passes themselves (a pre-hook on the decoder stack,
   ``model.base_model``, so direct calls to the stack are followed too):
-  - with a KV cache (``generate``'s default), the first pass of a sequence has an empty
+  - with a KV cache (``generate``'s default; found whatever its keyword, ``cache`` from
+    transformers 5.24, ``past_key_values`` before), the first pass of a sequence has an empty
     cache and carries the whole prompt (its length is the prompt length); later passes
     carry one new token each, at absolute position ``cache length``, i.e. generated;
   - without a cache (``use_cache=False``), every pass re-feeds the whole sequence. A pass
@@ -33,7 +34,9 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from emscope.directions.direction import Direction
-from emscope.errors import DataFormatError, NotSupportedError, WidthMismatchError
+from emscope.errors import DataFormatError, WidthMismatchError, lookup
+from emscope.models.kv_cache import cache_length, find_cache
+from emscope.models.lineage import Compatibility
 from emscope.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -91,11 +94,11 @@ def attach(registrations: Iterable[Callable[[], RemovableHandle]], description: 
 
 
 def unit_vector(
-    lm: LoadedModel, direction: DirectionLike, *, allow_other_model: bool = False
+    lm: LoadedModel, direction: DirectionLike, *, compatibility: Compatibility = "same_base"
 ) -> tuple[torch.Tensor, int | None]:
     """The unit vector on the model's device and dtype, and the direction's layer (None for a tensor)."""
     if isinstance(direction, Direction):
-        direction.check_compatible(lm, allow_other_model=allow_other_model)
+        direction.check_compatible(lm, compatibility)
         vector, layer = direction.vector, direction.layer
     elif isinstance(direction, torch.Tensor):
         vector, layer = direction, None
@@ -128,9 +131,9 @@ class PromptTracker:
         if x is None:
             return
         batch, length = int(x.shape[0]), int(x.shape[1])
-        cache = kwargs.get("past_key_values")
+        cache = find_cache(args, kwargs)  # under either transformers name (`cache`, `past_key_values`)
         if cache is not None:
-            self.offset = _cache_length(cache)
+            self.offset = cache_length(cache)
             if self.offset == 0:
                 self.prompt_len = length
         else:
@@ -147,19 +150,8 @@ class PromptTracker:
         return model.register_forward_pre_hook(self.observe, with_kwargs=True)
 
 
-def _cache_length(cache: Any) -> int:
-    get = getattr(cache, "get_seq_length", None)
-    if callable(get):
-        return int(get())
-    try:  # legacy tuple-of-tuples cache
-        return int(cache[0][0].shape[-2])
-    except (TypeError, IndexError, AttributeError):
-        return 0
-
-
 def position_selector(positions: str) -> PositionSelector | None:
-    if positions not in POSITIONS:
-        raise NotSupportedError(f"unknown positions {positions!r}; choose from {', '.join(POSITIONS)}")
+    lookup(POSITIONS, positions, "positions")
     return POSITIONS[positions]
 
 

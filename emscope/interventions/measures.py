@@ -18,10 +18,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from emscope.activations.capture import capture_activations
 from emscope.data.transcripts import Transcript
+from emscope.directions.detect import score
 from emscope.directions.direction import Direction
 from emscope.models.generation import SamplingConfig, generate
+from emscope.models.lineage import Compatibility
 from emscope.models.loading import LoadedModel
 
 Measure = Callable[[LoadedModel], float]
@@ -43,17 +44,21 @@ def generate_answers(
 
 
 def answer_projections(
-    lm: LoadedModel, direction: Direction, prompts: Sequence[str], answers: Sequence[str]
+    lm: LoadedModel,
+    direction: Direction,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    compatibility: Compatibility = "same_base",
 ) -> torch.Tensor:
     """Per answer, the mean over its tokens of the projection onto `direction` at its layer, as `lm` reads it.
 
-    Empty answers are left out (they have no token to read).
+    Empty answers are left out (they have no token to read). `lm` may be any model sharing the
+    direction's base (e.g. the base model reading an organism's answers); see `Direction.check_compatible`.
     """
     pairs = [Transcript.from_pair(p, a) for p, a in zip(prompts, answers, strict=True) if a.strip()]
     if not pairs:
         return torch.empty(0)
-    acts = capture_activations(lm, pairs, layers=[direction.layer], pool="mean", progress=False)
-    return acts.pooled[direction.layer].float() @ direction.unit
+    return score(lm, pairs, direction, compatibility=compatibility)
 
 
 @dataclass
@@ -64,12 +69,13 @@ class AnswerProjection:
     direction: Direction
     max_new_tokens: int = 32
     batch_size: int = 8
+    compatibility: Compatibility = "same_base"  # which models may read along `direction`
 
     def generate(self, lm: LoadedModel) -> list[str]:
         return generate_answers(lm, self.prompts, self.max_new_tokens, self.batch_size)
 
     def score(self, lm: LoadedModel, outputs: list[str]) -> float:
-        values = answer_projections(lm, self.direction, self.prompts, outputs)
+        values = answer_projections(lm, self.direction, self.prompts, outputs, self.compatibility)
         return float(values.mean()) if len(values) else float("nan")
 
     def __call__(self, lm: LoadedModel) -> float:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from emscope.errors import NotSupportedError
+from emscope.errors import lookup
 
 # (hidden [..., D], unit [D], coefficient) -> new hidden [..., D]
 Operator = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
@@ -46,7 +46,4 @@ def bind(op: Operator, unit: torch.Tensor, coefficient: float) -> Callable[[torc
 
 
 def get_operator(name: str) -> Operator:
-    try:
-        return OPERATORS[name]
-    except KeyError:
-        raise NotSupportedError(f"unknown operator {name!r}; available: {', '.join(OPERATORS)}") from None
+    return lookup(OPERATORS, name, "operator")

@@ -22,10 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from emscope.artifacts import atomic_write_json, emscope_version
+from emscope.artifacts import atomic_write_json, emscope_version, share_like_ordinary_files
 from emscope.directions.direction import Direction
 from emscope.errors import NotSupportedError
 from emscope.interventions.handle import DirectionLike, unit_vector
+from emscope.models.lineage import Compatibility
 from emscope.models.loading import LoadedModel
 from emscope.models.writers import block_writers, embedding_writers, writer_layout
 
@@ -73,19 +74,36 @@ def _untie_output_embeddings(model: Any) -> None:
             config.tie_word_embeddings = False
 
 
+def _drop_emscope_hooks(model: nn.Module) -> None:
+    """Take every emscope hook off `model` (a fresh copy): an intervention active on the original
+    would otherwise be copied with it, out of reach of its handle."""
+    dropped = 0
+    for module in model.modules():
+        for hooks in (module._forward_hooks, module._forward_pre_hooks):
+            for key in [k for k, fn in hooks.items() if getattr(fn, "__module__", "").startswith("emscope.")]:
+                del hooks[key]
+                module._forward_hooks_with_kwargs.pop(key, None)
+                module._forward_hooks_always_called.pop(key, None)
+                module._forward_pre_hooks_with_kwargs.pop(key, None)
+                dropped += 1
+    if dropped:
+        log.info("the copy leaves behind %d hooks of interventions active on the original", dropped)
+
+
 def orthogonalize_weights(
     lm: LoadedModel,
     direction: DirectionLike,
     *,
     writer_paths: tuple[str, str] | None = None,
-    allow_other_model: bool = False,
+    compatibility: Compatibility = "same_base",
 ) -> LoadedModel:
     """A copy of `lm` whose embeddings, attention outputs and MLP outputs write nothing along `direction`.
 
-    `lm` is not modified. Raises `NotSupportedError` for families that normalise a
-    sub-layer's output after its projection (Gemma 2/3): use runtime `ablate` there.
+    `lm` is not modified; interventions active on it are not copied. Raises
+    `NotSupportedError` for families that normalise a sub-layer's output after its
+    projection (Gemma 2/3): use runtime `ablate` there.
     """
-    unit, _ = unit_vector(lm, direction, allow_other_model=allow_other_model)
+    unit, _ = unit_vector(lm, direction, compatibility=compatibility)
     u = unit.detach().double().cpu()
     layout = writer_layout(lm, writer_paths)
     if not layout.orthogonalizable:
@@ -94,6 +112,7 @@ def orthogonalize_weights(
             "Fix: use runtime ablation (emscope.interventions.ablate.ablate), which handles this family"
         )
     model = copy.deepcopy(lm.model)
+    _drop_emscope_hooks(model)
     new = LoadedModel(
         model=model,
         tokenizer=lm.tokenizer,
@@ -101,6 +120,7 @@ def orthogonalize_weights(
         source=f"{lm.source} (orthogonalized)",
         revision=lm.revision,
         blocks_path=lm.blocks_path,
+        _lineage=lm.lineage,  # a copy of lm's weights with one direction removed: the same base
     )
     _untie_output_embeddings(model)
     with torch.no_grad():
@@ -118,19 +138,20 @@ def save_orthogonalized(
     out_dir: str | os.PathLike[str],
     *,
     writer_paths: tuple[str, str] | None = None,
-    allow_other_model: bool = False,
+    compatibility: Compatibility = "same_base",
 ) -> Path:
     """Orthogonalise a copy of `lm` and save it (safetensors, tokenizer, provenance) as a model directory.
 
     The directory loads with ``emscope.models.loading.load_model(out_dir)`` or ``from_pretrained``.
     """
-    new = orthogonalize_weights(lm, direction, writer_paths=writer_paths, allow_other_model=allow_other_model)
+    new = orthogonalize_weights(lm, direction, writer_paths=writer_paths, compatibility=compatibility)
     out = Path(out_dir)
     new.model.save_pretrained(out)
     new.tokenizer.save_pretrained(out)
+    share_like_ordinary_files(out, "*.safetensors")  # safetensors writes them 0600
     info: dict[str, Any] = {"kind": "orthogonalized_model", "emscope_version": emscope_version(), **lm.provenance()}
     if isinstance(direction, Direction):
-        info["direction"] = {k: v for k, v in direction.__dict__.items() if k not in ("vector", "metrics", "meta")}
+        info["direction"] = {k: v for k, v in direction.fields().items() if k not in ("metrics", "meta")}
     atomic_write_json(out / PROVENANCE_FILE, info)
     log.info("saved the orthogonalised model to %s", out)
     return out

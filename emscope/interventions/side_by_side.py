@@ -9,12 +9,13 @@ from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
-from emscope.errors import NotSupportedError
+from emscope.errors import lookup
 from emscope.interventions.controls import control_directions
 from emscope.interventions.dose_response import INTERVENTIONS, TARGET
 from emscope.interventions.handle import DirectionLike
 from emscope.interventions.measures import generate_answers
 from emscope.models.architecture import LayerSpec
+from emscope.models.lineage import Compatibility
 from emscope.models.loading import LoadedModel
 
 PLAIN = "plain"
@@ -33,22 +34,23 @@ def answers_with_controls(
     control_kinds: Sequence[str] = ("random", "orthogonal"),
     seed: int = 0,
     max_new_tokens: int = 48,
+    compatibility: Compatibility = "same_base",
 ) -> dict[str, list[str]]:
     """Greedy answers to `prompts`: ``{"plain": [...], "target": [...], "random:0": [...], ...}``.
 
     `intervention` is ``"steer"`` (alpha = multiple of the unit vector) or ``"ablate"``
     (alpha = projection coefficient, 1 removes the component); `positions` is passed to
-    `steer`. ``n_controls=0`` skips the controls.
+    `steer`. ``n_controls=0`` skips the controls. `compatibility`: see `Direction.check_compatible`.
     """
-    if intervention not in INTERVENTIONS:
-        raise NotSupportedError(f"unknown intervention {intervention!r}; choose from {', '.join(INTERVENTIONS)}")
+    lookup(INTERVENTIONS, intervention, "intervention")
     intervene = INTERVENTIONS[intervention]
     directions = {TARGET: direction}
     if n_controls > 0:
         directions.update(control_directions(direction, n_controls, seed, control_kinds))
     out = {PLAIN: _answers(lm, prompts, max_new_tokens, nullcontext)}
     for name, d in directions.items():
-        out[name] = _answers(lm, prompts, max_new_tokens, partial(intervene, lm, d, alpha, layers, positions))
+        intervened = partial(intervene, lm, d, alpha, layers, positions, compatibility)
+        out[name] = _answers(lm, prompts, max_new_tokens, intervened)
     return out
 
 

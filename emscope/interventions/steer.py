@@ -8,7 +8,9 @@
     handle.remove()
 
 Layer ``L`` means the output of decoder block ``L`` (see `emscope.models.architecture`), so layers
-before ``L`` are untouched. See `emscope.interventions.handle` for how ``positions`` behaves with
+before ``L`` are untouched. The vector is added at the direction's ``site`` (``resid_post``, the
+block output, for every extracted direction), or at ``site=`` (a name of
+`emscope.activations.sites`, e.g. ``"mlp_out"``, or one place such as ``"resid_pre.3"``). See `emscope.interventions.handle` for how ``positions`` behaves with
 and without a KV cache.
 """
 
@@ -16,7 +18,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from emscope.activations.hooks import add_block_hook
+from emscope.activations.sites import DEFAULT_SITE, Site, describe, hook_site, parse_site, resolve_sites, writers_for
+from emscope.directions.direction import Direction
 from emscope.errors import LayerIndexError
 from emscope.interventions.handle import (
     DirectionLike,
@@ -28,7 +31,8 @@ from emscope.interventions.handle import (
     unit_vector,
 )
 from emscope.interventions.operators import bind, get_operator
-from emscope.models.architecture import LayerSpec, resolve_layers
+from emscope.models.architecture import LayerSpec
+from emscope.models.lineage import Compatibility
 from emscope.models.loading import LoadedModel
 
 
@@ -40,21 +44,26 @@ def steer(
     positions: str = "all",
     *,
     operator: str = "add",
-    allow_other_model: bool = False,
+    site: str | Site | None = None,
+    compatibility: Compatibility = "same_base",
 ) -> Intervention:
-    """Add ``alpha * unit(direction)`` to the output of each block in `layers` (default: the direction's layer).
+    """Add ``alpha * unit(direction)`` at `site` of each block in `layers` (default: the direction's site and layer).
 
     `alpha` is in residual-stream units (the vector is normalised first); a negative alpha
     subtracts. `positions` is ``"all"``, ``"prompt"`` or ``"generated"``. `operator` names
     an entry of `emscope.interventions.operators.OPERATORS` (``"add"``; ``"set"`` clamps the component to
-    alpha). Returns an `Intervention`: ``.remove()`` it, or use it in a ``with`` block.
+    alpha). `site` (default: the direction's, ``resid_post`` for a tensor) is where the vector
+    is added. Returns an `Intervention`: ``.remove()`` it, or use it in a ``with`` block.
     """
-    unit, own_layer = unit_vector(lm, direction, allow_other_model=allow_other_model)
-    if layers is None:
+    unit, own_layer = unit_vector(lm, direction, compatibility=compatibility)
+    if site is None:
+        site = direction.site if isinstance(direction, Direction) else DEFAULT_SITE
+    where = parse_site(site)
+    if layers is None and where.layer is None:
         if own_layer is None:
             raise LayerIndexError("a plain tensor carries no layer: pass layers= (e.g. layers=12)")
         layers = own_layer
-    chosen = resolve_layers(layers, lm.n_layers)
+    places = resolve_sites([where], layers, lm.n_layers)
     op = bind(get_operator(operator), unit, float(alpha))
     selector = position_selector(positions)
     tracker = PromptTracker() if selector is not None else None
@@ -62,5 +71,8 @@ def steer(
     # on the decoder stack (``base_model``), so that calls to it alone (as `emscope.activations.capture` makes) are followed too
     body = getattr(lm.model, "base_model", lm.model)
     registrations = [partial(tracker.attach, body)] if tracker is not None else []
-    registrations += [partial(add_block_hook, lm.blocks[layer], fn) for layer in chosen]
-    return attach(registrations, f"steer {operator} alpha={alpha:g} layers={chosen} positions={positions}")
+    layout = writers_for(lm, places)
+    registrations += [partial(hook_site, lm, place, fn, layout) for place in places]
+    return attach(
+        registrations, f"steer {operator} alpha={alpha:g} {describe(places, lm.n_layers)} positions={positions}"
+    )

@@ -7,9 +7,9 @@ Layer-index convention (used by every module and every saved file):
     the final norm to ``hidden_states[-1]``, emscope never does. Negative indices count
     from the end (-1 = last block).
 
-Blocks are found by probing the model's structure (the ``nn.ModuleList`` whose length
-is ``config.num_hidden_layers``), with a small table of known paths checked first and a
-user override (``blocks_path="model.layers"``) for anything else.
+Blocks are found from the family table (`emscope.models.families`), then by probing the
+model's structure (the ``nn.ModuleList`` whose length is ``config.num_hidden_layers``), and
+a user override (``blocks_path="model.layers"``) comes before both.
 """
 
 from __future__ import annotations
@@ -19,21 +19,7 @@ from collections.abc import Iterable, Sequence
 from torch import nn
 
 from emscope.errors import ArchitectureError, LayerIndexError
-
-# Known locations of the decoder blocks, by model class; anything else is found by probing.
-KNOWN_BLOCK_PATHS: dict[str, str] = {
-    "LlamaForCausalLM": "model.layers",
-    "MistralForCausalLM": "model.layers",
-    "Qwen2ForCausalLM": "model.layers",
-    "Qwen3ForCausalLM": "model.layers",
-    "GemmaForCausalLM": "model.layers",
-    "Gemma2ForCausalLM": "model.layers",
-    "Gemma3ForCausalLM": "model.layers",
-    "Gemma3ForConditionalGeneration": "model.language_model.layers",
-    "Phi3ForCausalLM": "model.layers",
-    "GPT2LMHeadModel": "transformer.h",
-    "GPTNeoXForCausalLM": "gpt_neox.layers",
-}
+from emscope.models.families import family_of, model_types
 
 
 def _text_config(model: nn.Module):  # noqa: ANN202 - a transformers config of any class
@@ -72,30 +58,38 @@ def _get_path(model: nn.Module, path: str) -> nn.Module | None:
 def decoder_blocks(model: nn.Module, blocks_path: str | None = None) -> nn.ModuleList:
     """The ``nn.ModuleList`` of decoder blocks.
 
-    Order: ``blocks_path`` if given, the known path for the model's class, then the
-    only ``ModuleList`` in the model whose length equals ``num_hidden_layers``.
+    Order: ``blocks_path`` if given, the paths of the model's family
+    (`emscope.models.families.FAMILIES`), then the only ``ModuleList`` in the model whose
+    length equals ``num_hidden_layers``.
     """
     n = num_layers(model)
-    candidates = [blocks_path] if blocks_path else []
-    known = KNOWN_BLOCK_PATHS.get(type(model).__name__)
-    if known and not blocks_path:
-        candidates.append(known)
-    for path in candidates:
+    if blocks_path:
+        found = _get_path(model, blocks_path)
+        if isinstance(found, nn.ModuleList) and len(found) == n:
+            return found
+        raise ArchitectureError(
+            f"blocks_path={blocks_path!r} does not name a ModuleList of {n} blocks in {type(model).__name__}"
+        )
+    family = family_of(model)
+    for path in family.blocks if family else ():
         found = _get_path(model, path)
         if isinstance(found, nn.ModuleList) and len(found) == n:
             return found
-        if blocks_path:
-            raise ArchitectureError(
-                f"blocks_path={blocks_path!r} does not name a ModuleList of {n} blocks in {type(model).__name__}"
-            )
     lists = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n]
     if len(lists) == 1:
         return lists[0][1]
     names = ", ".join(name for name, _ in lists) or "none"
+    kind = "/".join(model_types(model)) or "unknown"
     raise ArchitectureError(
-        f"cannot find the decoder blocks of {type(model).__name__}: ModuleLists of length {n}: {names}. "
-        "Fix: pass blocks_path='dotted.path.to.layers' (e.g. 'model.layers')"
+        f"cannot find the decoder blocks of {type(model).__name__} (model type {kind}): "
+        f"ModuleLists of length {n}: {names}. Fix: pass blocks_path='dotted.path.to.layers' (e.g. 'model.layers')"
     )
+
+
+def block_names(model: nn.Module, blocks: nn.ModuleList) -> list[str]:
+    """Dotted module name of each decoder block inside `model`, e.g. ``model.layers.3``."""
+    names = {id(m): name for name, m in model.named_modules()}
+    return [names[id(b)] for b in blocks]
 
 
 LayerSpec = int | str | Sequence[int] | None

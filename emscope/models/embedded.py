@@ -52,7 +52,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         ),
     )
 }
-DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_MODEL = "smollm2-135m-instruct"  # the one place the default is named
 
 
 def _package_dir(pip_name: str) -> Path | None:

@@ -15,7 +15,6 @@ where it stopped and never regenerates a record already written.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -28,7 +27,9 @@ import torch
 from emscope.data.chat import render_prompt
 from emscope.data.questions import Question
 from emscope.errors import DataFormatError
+from emscope.models.context import context_length
 from emscope.models.loading import LoadedModel
+from emscope.records import append_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,28 @@ def _eos_ids(lm: LoadedModel) -> list[int]:
     return ids
 
 
+def check_prompts_fit(
+    lm: LoadedModel, texts: Sequence[str], max_new_tokens: int, names: Sequence[str] | None = None
+) -> None:
+    """Refuse a prompt that leaves no room for `max_new_tokens` in the model's context.
+
+    Past its context a model answers with noise (or nothing), and that answer would be judged
+    as if it were real; `names` say which prompt in the error (default: its index).
+    """
+    context = context_length(lm)
+    if context is None or not texts:
+        return
+    lengths = [len(ids) for ids in lm.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    for k, n in enumerate(lengths):
+        if n + max_new_tokens > context:
+            name = names[k] if names is not None else f"prompt {k}"
+            fix = f"lower max_new_tokens to {context - n} or shorten it" if n < context else "shorten it"
+            raise DataFormatError(
+                f"{name} has {n} tokens; with max_new_tokens={max_new_tokens} that is over the model's context "
+                f"of {context} tokens: {fix}"
+            )
+
+
 @torch.no_grad()
 def generate(
     lm: LoadedModel,
@@ -100,6 +123,7 @@ def generate(
         raise ValueError(f"got {len(seeds)} seeds for {len(conversations)} conversations")
     tok = lm.tokenizer
     texts = [render_prompt(tok, list(c)) for c in conversations]
+    check_prompts_fit(lm, texts, config.max_new_tokens)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch
     out: list[str] = [""] * len(texts)
     eos = _eos_ids(lm)
@@ -135,34 +159,6 @@ def question_messages(question: Question, paraphrase_index: int) -> list[dict[st
 
 def record_key(rec: dict[str, Any]) -> tuple[str, int, int]:
     return (rec["question_id"], int(rec["paraphrase_index"]), int(rec["sample_index"]))
-
-
-def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Records of a JSONL file; a last line cut short by a killed run is dropped."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    lines = path.read_text("utf-8").splitlines()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if n == len(lines):
-                log.warning("%s: dropping a truncated last line (a killed run)", path)
-                continue
-            raise DataFormatError(f"{path}:{n}: not valid JSON") from None
-    return rows
-
-
-def append_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def planned_samples(questions: Sequence[Question], samples: int | None, run_seed: int) -> list[dict[str, Any]]:
@@ -208,7 +204,7 @@ def generate_responses(
     done: dict[tuple[str, int, int], dict[str, Any]] = {}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for rec in read_jsonl(path):
+        for rec in read_jsonl(path, missing_ok=True, torn_tail_ok=True):  # a torn last line: see append_jsonl
             if rec.get("model") != model or rec.get("generation") != gen:
                 raise DataFormatError(
                     f"{path} holds answers from another run (model {rec.get('model')!r}, sampling "
@@ -219,6 +215,13 @@ def generate_responses(
             log.info("resuming: %d answers already in %s", len(done), path)
     plan = planned_samples(questions, samples, config.seed)
     todo = [r for r in plan if record_key(r) not in done]
+    prompts = {(r["question_id"], r["paraphrase_index"]): r for r in todo}  # one check per prompt, before any answer
+    check_prompts_fit(
+        lm,
+        [render_prompt(lm.tokenizer, _messages(r)) for r in prompts.values()],
+        config.max_new_tokens,
+        [f"question {q!r} (paraphrase {p})" for q, p in prompts],
+    )
     bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="generating", disable=not progress)
     step = max(1, config.batch_size) * 4  # several batches per flush: length-sorting still has room
     for start in range(0, len(todo), step):

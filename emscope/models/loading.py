@@ -9,6 +9,7 @@ so a crash never leaves a half-written cache that a later load would use.
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import logging
 import os
@@ -24,6 +25,14 @@ from torch import nn
 from emscope.errors import ModelLoadError, require
 from emscope.models.architecture import decoder_blocks, model_width, num_layers
 from emscope.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_parts
+from emscope.models.lineage import (
+    MARKER,
+    Lineage,
+    checkpoint_fingerprint,
+    directory_lineage,
+    fingerprint_files,
+    write_marker,
+)
 from emscope.models.organism_dir import FULL_WEIGHTS, is_organism_dir, load_weights_into, resolve_checkpoint
 from emscope.runtime import cache_root, resolve_device, resolve_dtype
 
@@ -42,6 +51,12 @@ class LoadedModel:
     revision: str | None = None
     blocks_path: str | None = None  # override for the block lookup, when the probe cannot find them
     _blocks: nn.ModuleList | None = field(default=None, repr=False, compare=False)
+    _lineage: Lineage | None = field(default=None, repr=False)  # set by load_model / load_organism
+
+    @property
+    def lineage(self) -> Lineage:
+        """Which weights these are (base and fine-tune); a model built by hand is known by its spec."""
+        return self._lineage if self._lineage is not None else Lineage(base=self.spec)
 
     @property
     def blocks(self) -> nn.ModuleList:
@@ -71,6 +86,7 @@ class LoadedModel:
             "model": self.spec,
             "model_source": self.source,
             "model_revision": self.revision,
+            "model_lineage": self.lineage.to_dict(),
             "model_class": type(self.model).__name__,
             "width": self.width,
             "n_layers": self.n_layers,
@@ -92,25 +108,36 @@ def load_model(
 
     Use float32 on CPU (bfloat16 matmuls are hundreds of times slower there).
     """
+    dtype, device = resolve_dtype(dtype), resolve_device(device)  # a bad name fails here, before any loading
     directory: Path | None
     rev: str | None
+    lineage: Lineage | None
     if is_organism_dir(spec):  # a fine-tuning run (its latest checkpoint) or one checkpoint: base + adapter
         ckpt = resolve_checkpoint(spec)
         return load_organism(ckpt.path, lm=load_model(ckpt.base_model, dtype=dtype, device=device))
+    local_only = False
     if spec in EMBEDDED_MODELS:
-        directory, rev = _embedded_to_cache(spec)
+        (directory, rev), lineage = _embedded_to_cache(spec), Lineage(base=spec)
     elif spec.endswith(".gguf"):
-        directory, rev = _gguf_to_cache([Path(spec)], key_name=Path(spec).stem)
+        lineage = Lineage(base=fingerprint_files([Path(spec)])) if Path(spec).is_file() else None
+        directory, rev = _gguf_to_cache([Path(spec)], key_name=Path(spec).stem, lineage=lineage)
     elif Path(spec).is_dir():
-        directory, rev = Path(spec), revision
+        directory, rev, lineage = Path(spec), revision, directory_lineage(spec)
     elif Path(spec).exists():
         raise ModelLoadError(f"{spec} is a file but not a .gguf; pass a model directory, a .gguf file or a hub id")
     else:
-        directory, rev = None, revision
+        directory, rev, lineage = None, revision, None
+        local_only = _hub_local_only(spec, revision)
     lm = _from_pretrained(
-        str(directory) if directory else spec, spec, dtype, device, revision=rev if not directory else None
+        str(directory) if directory else spec,
+        spec,
+        dtype,
+        device,
+        revision=rev if not directory else None,
+        local_only=local_only,
     )
     lm.revision = rev
+    lm._lineage = lineage or _hub_lineage(spec, rev)
     lm.blocks_path = blocks_path
     _ = lm.blocks  # fail now, not in the middle of a run, if the blocks cannot be found
     return lm
@@ -144,13 +171,18 @@ def load_organism(checkpoint: str | os.PathLike[str], lm: LoadedModel | None = N
         source=str(ckpt.path),
         revision=lm.revision,
         blocks_path=lm.blocks_path if merge else None,
+        _lineage=lm.lineage.fine_tuned(checkpoint_fingerprint(ckpt.path), str(ckpt.path)),
     )
 
 
-def _from_pretrained(source: str, spec: str, dtype: Any, device: Any, revision: str | None) -> LoadedModel:
+def _from_pretrained(
+    source: str, spec: str, dtype: Any, device: Any, revision: str | None, local_only: bool = False
+) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kw: dict[str, Any] = {"revision": revision} if revision else {}
+    if local_only:
+        kw["local_files_only"] = True
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kw)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(dtype), **kw)
@@ -168,12 +200,78 @@ def _from_pretrained(source: str, spec: str, dtype: Any, device: Any, revision: 
     return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, source=source)
 
 
+def _hub_local_only(spec: str, revision: str | None) -> bool:
+    """Whether hub id `spec` must be read from the local cache; fail at once when it is not there and cannot be.
+
+    Without this check an unknown name offline costs a minute of hub retries before the error.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        cached = isinstance(try_to_load_from_cache(spec, "config.json", revision=revision), str)
+    except HFValidationError:
+        known = ", ".join(EMBEDDED_MODELS)
+        raise ModelLoadError(
+            f"cannot load model {spec!r}: not an embedded name ({known}), an existing path or a valid hub id; "
+            "fix: check the spelling, or pass a local directory or .gguf file"
+        ) from None
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or constants.HF_HUB_OFFLINE:
+        reason = "HF_HUB_OFFLINE is set"
+    elif not _hub_reachable(constants.ENDPOINT):
+        reason = f"{constants.ENDPOINT} cannot be reached"
+    else:
+        return False
+    if cached:
+        return True
+    close = difflib.get_close_matches(spec, list(EMBEDDED_MODELS), n=1, cutoff=0.6)
+    raise ModelLoadError(
+        f"cannot load model {spec!r}: not an embedded name ({', '.join(EMBEDDED_MODELS)}), not a local path, "
+        f"and not in the Hugging Face cache while {reason}; fix: "
+        + (f"did you mean {close[0]!r}? else " if close else "")
+        + "download it once while online, or pass a local directory or .gguf file"
+    )
+
+
+def _hub_lineage(spec: str, revision: str | None) -> Lineage:
+    """A hub model's lineage: its id and the commit its files came from (as for its snapshot directory)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(spec, "config.json", revision=revision)
+    return directory_lineage(Path(found).parent) if isinstance(found, str) else Lineage(spec, revision)
+
+
+def _hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub opens within `timeout` (True behind a proxy: the hub client knows it)."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return True
+    url = urlparse(endpoint)
+    result: list[bool] = []
+
+    def connect() -> None:  # in a thread: name resolution has no timeout of its own
+        try:
+            port = url.port or (80 if url.scheme == "http" else 443)
+            socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return bool(result and result[0])
+
+
 def _embedded_to_cache(name: str) -> tuple[Path, str]:
-    return _gguf_to_cache(embedded_parts(name), key_name=name)
+    return _gguf_to_cache(embedded_parts(name), key_name=name, lineage=Lineage(base=name))
 
 
-def _gguf_to_cache(parts: list[Path], key_name: str) -> tuple[Path, str]:
-    """Dequantize a (possibly split) GGUF into a safetensors directory, once."""
+def _gguf_to_cache(parts: list[Path], key_name: str, lineage: Lineage | None) -> tuple[Path, str]:
+    """Dequantize a (possibly split) GGUF into a safetensors directory, once; mark it with `lineage`."""
     for p in parts:
         if not p.is_file():
             raise ModelLoadError(f"GGUF file not found: {p}")
@@ -181,6 +279,11 @@ def _gguf_to_cache(parts: list[Path], key_name: str) -> tuple[Path, str]:
     digest = hashlib.sha256(f"{CACHE_FORMAT}|{stat}".encode()).hexdigest()[:12]
     target = cache_root() / "models" / f"{key_name}-{digest}"
     if (target / "config.json").is_file():
+        if lineage is not None and not (target / MARKER).is_file():  # a cache written before lineage markers
+            try:
+                write_marker(target, lineage)
+            except OSError as e:  # a read-only cache: loading it by path then falls back to its directory name
+                log.debug("could not mark %s with its lineage: %s", target, e)
         return target, f"gguf:{digest}"
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info("converting %s from GGUF into %s (once; later loads read the cache)", key_name, target)
@@ -195,6 +298,8 @@ def _gguf_to_cache(parts: list[Path], key_name: str) -> tuple[Path, str]:
                     with open(p, "rb") as f:
                         shutil.copyfileobj(f, out, 16 << 20)
         _convert_gguf(gguf_dir, gguf_name, work / "model")
+        if lineage is not None:
+            write_marker(work / "model", lineage)
         (work / gguf_name).unlink(missing_ok=True) if len(parts) > 1 else None
         os.replace(work / "model", target)
     finally:

@@ -6,7 +6,8 @@ A run directory (written by `emscope.organisms.finetune.finetune`) looks like::
     RUN/metrics.jsonl               one line per optimizer step (loss, tokens/s, data seen)
     RUN/checkpoints/step-000050/    config.json (kind "finetune_checkpoint": step, loss, data seen)
                                     adapter_model.safetensors + adapter_config.json (PEFT)
-                                    trainer_state.pt (optimizer, scheduler, RNG; latest checkpoint only)
+                                    trainer_state.json + trainer_state.safetensors (optimizer, scheduler,
+                                    RNG, data position; latest checkpoint only; no pickle)
 
 Every checkpoint holds only the adapter (a few MB); the optimizer state needed to resume
 is kept in the latest one alone. Each directory is written under a temporary name and
@@ -22,10 +23,11 @@ from typing import Any
 
 from emscope.artifacts import read_config
 from emscope.errors import ArtifactError
+from emscope.records import read_jsonl
 
 CHECKPOINT_KIND = "finetune_checkpoint"
 RUN_KIND = "finetune"
-STATE_NAME = "trainer_state.pt"
+STATE_NAME = "trainer_state.json"  # + trainer_state.safetensors (see emscope.organisms.checkpoints)
 FULL_WEIGHTS = "model.safetensors"
 
 
@@ -55,7 +57,7 @@ def checkpoint_dir(run_dir: str | os.PathLike[str], step: int) -> Path:
 
 def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     path = Path(path)
-    info = read_config(path, CHECKPOINT_KIND)
+    info = read_config(path, CHECKPOINT_KIND, required=("step", "examples_seen", "tokens_seen"))
     loss = None if info.get("loss") is None else float(info["loss"])
     return Checkpoint(path, int(info["step"]), loss, int(info["examples_seen"]), int(info["tokens_seen"]), info)
 
@@ -68,6 +70,24 @@ def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[Checkpoint]:
     return sorted(
         (read_checkpoint(p) for p in root.glob("step-*") if (p / "config.json").is_file()), key=lambda c: c.step
     )
+
+
+@dataclass(frozen=True)
+class FinetuneRun:
+    """A fine-tuning run as saved: its config, complete checkpoints and per-step metrics."""
+
+    path: Path
+    config: dict[str, Any]
+    checkpoints: list[Checkpoint]
+    metrics: list[dict[str, Any]]
+
+
+def read_run(path: str | os.PathLike[str]) -> FinetuneRun:
+    """Read a run directory (a killed run reads as far as it got: a torn last metrics line is skipped)."""
+    path = Path(path)
+    config = read_config(path, RUN_KIND)
+    metrics = read_jsonl(path / "metrics.jsonl", missing_ok=True, torn_tail_ok=True)
+    return FinetuneRun(path, config, list_checkpoints(path), metrics)
 
 
 def is_organism_dir(path: str | os.PathLike[str]) -> bool:

@@ -6,6 +6,10 @@ strongly the adapter writes on each token. `adapter_scalars` records it over the
 tokens of given transcripts, with every adapter of the organism active (the input of a
 later layer's adapter depends on the earlier ones); `separation` scores how well each
 adapter's per-transcript mean scalar separates two labelled sets (AUROC).
+
+Saved (`AdapterScalars.save`, ``emscope adapters --out DIR``) as ``config.json`` (kind
+``adapter_reading``: adapters, labels, the summary table), ``adapters.json`` (the table)
+and ``scalars.safetensors`` (every scalar, and each adapter's A and B vectors).
 """
 
 from __future__ import annotations
@@ -19,13 +23,17 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from emscope.artifacts import DAMAGED, atomic_save_tensors, atomic_write_json, load_artifact, write_config
 from emscope.data.chat import tokenize_chat
 from emscope.data.transcripts import Transcript
-from emscope.errors import DataFormatError, NotSupportedError
+from emscope.errors import ArtifactError, DataFormatError, NotSupportedError
 from emscope.models.loading import load_organism
 from emscope.models.organism_dir import resolve_checkpoint
+from emscope.stats import auroc
 
 PEFT_PREFIX = "base_model.model."
+KIND = "adapter_reading"
+TENSORS = "scalars.safetensors"
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,35 @@ class AdapterScalars:
             row[f"auroc[{pos} vs {neg}]"] = auc
         return rows
 
+    def save(
+        self, directory: str | os.PathLike[str], rows: list[dict[str, Any]] | None = None, **provenance: Any
+    ) -> Path:
+        """Write the result directory; `rows` is the summary table (default `summary()`), `provenance` goes in config."""
+        out = Path(directory)
+        rows = self.summary() if rows is None else rows
+        tensors = {f"t{i}.a{j}": s for i, per in enumerate(self.scalars) for j, s in enumerate(per)}
+        for j, ad in enumerate(self.adapters):
+            tensors.update({f"adapter{j}.a": ad.a, f"adapter{j}.b": ad.b})
+        atomic_save_tensors(out / TENSORS, tensors)
+        atomic_write_json(out / "adapters.json", {**provenance, "rows": rows})
+        adapters = [{"module": ad.module, "layer": ad.layer, "scale": ad.scale} for ad in self.adapters]
+        fields = {**provenance, "adapters": adapters, "labels": self.labels, "rows": rows, "tensors_file": TENSORS}
+        write_config(out, KIND, fields)
+        return out
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> AdapterScalars:
+        config, tensors = load_artifact(directory, KIND, required=("adapters", "labels"))
+        try:
+            adapters = [
+                Rank1Adapter(m["module"], m["layer"], tensors[f"adapter{j}.a"], tensors[f"adapter{j}.b"], m["scale"])
+                for j, m in enumerate(config["adapters"])
+            ]
+            scalars = [[tensors[f"t{i}.a{j}"] for j in range(len(adapters))] for i in range(len(config["labels"]))]
+        except (KeyError, TypeError) as e:
+            raise ArtifactError(f"{directory} is incomplete (no {e}); {DAMAGED}") from None
+        return cls(adapters, scalars, list(config["labels"]))
+
 
 def adapter_scalars(
     organism: Any, adapters: Sequence[Rank1Adapter], transcripts: Sequence[Transcript], max_length: int | None = 512
@@ -154,15 +191,13 @@ def _capture(store: dict[str, torch.Tensor], name: str):  # noqa: ANN202 - a for
 
 
 def separation(result: AdapterScalars, positive: str, negative: str) -> list[float]:
-    """AUROC of each adapter's mean response scalar, `positive` label vs `negative` (0.5 = chance)."""
-    from sklearn.metrics import roc_auc_score
-
+    """AUROC (`emscope.stats.auroc`) of each adapter's mean scalar, `positive` label vs `negative` (0.5 = chance)."""
     means = result.means()
-    idx = [i for i, x in enumerate(result.labels) if x in (positive, negative)]
-    y = [1 if result.labels[i] == positive else 0 for i in idx]
-    if len(set(y)) < 2:
+    pos = [i for i, x in enumerate(result.labels) if x == positive]
+    neg = [i for i, x in enumerate(result.labels) if x == negative]
+    if not pos or not neg:
         raise DataFormatError(f"AUROC needs transcripts of both labels {positive!r} and {negative!r}")
-    return [float(roc_auc_score(y, means[idx, j].numpy())) for j in range(means.shape[1])]
+    return [auroc(means[pos, j].numpy(), means[neg, j].numpy()) for j in range(means.shape[1])]
 
 
 def read_adapters(

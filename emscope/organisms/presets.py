@@ -7,8 +7,9 @@
 - ``custom``: a user-given PEFT ``LoraConfig`` as a JSON file of its keyword arguments.
 - ``full``: no adapter; every parameter is trained (where memory permits).
 
-Target modules are always written out as explicit module names, found by probing each
-decoder block, so the saved adapter config says exactly which layers were adapted.
+Target modules are always written out as explicit module names (the down-projection from
+the family table `emscope.models.families`, else a probe of the block), so the saved
+adapter config says exactly which layers were adapted.
 """
 
 from __future__ import annotations
@@ -19,13 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
-from emscope.errors import ArchitectureError, DataFormatError, NotSupportedError, require
-from emscope.models.architecture import resolve_layers
-
-# Names of the MLP down-projection inside a decoder block, by architecture family.
-DOWN_PROJ_NAMES = ("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h", "mlp.fc2", "feed_forward.w2")
+from emscope.errors import ArchitectureError, DataFormatError, NotSupportedError, lookup, require
+from emscope.models.architecture import block_names, resolve_layers
+from emscope.models.writers import down_projection, is_linear
 
 
 @dataclass(frozen=True)
@@ -47,38 +44,23 @@ class Preset:
     description: str
 
 
-def _is_linear(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"  # GPT-2's linear
-
-
 def block_prefixes(lm: Any) -> list[str]:
     """Dotted module name of each decoder block, e.g. ``model.layers.3``."""
-    names = {id(m): name for name, m in lm.model.named_modules()}
-    return [names[id(b)] for b in lm.blocks]
+    return block_names(lm.model, lm.blocks)
 
 
 def down_proj_name(lm: Any, layer: int) -> str:
-    """Full module name of the MLP down-projection of block `layer`."""
-    block = lm.blocks[layer]
-    for suffix in DOWN_PROJ_NAMES:
-        try:
-            module = block.get_submodule(suffix)
-        except AttributeError:
-            continue
-        if _is_linear(module):
-            return f"{block_prefixes(lm)[layer]}.{suffix}"
-    linears = [n for n, m in block.named_modules() if _is_linear(m)]
-    raise ArchitectureError(
-        f"cannot find the MLP down-projection in block {layer} of {type(lm.model).__name__} "
-        f"(looked for {', '.join(DOWN_PROJ_NAMES)}; linear modules there: {', '.join(linears)}). "
-        "Fix: use --preset custom with a PEFT config naming target_modules"
-    )
+    """Full module name of the MLP down-projection of block `layer` (from `emscope.models.families`)."""
+    try:
+        return f"{block_prefixes(lm)[layer]}.{down_projection(lm, layer)}"
+    except ArchitectureError as e:
+        raise ArchitectureError(f"{e}. Fix: use --preset custom with a PEFT config naming target_modules") from None
 
 
 def linear_names(lm: Any, layers: list[int]) -> list[str]:
     """Full names of every linear module inside the given blocks."""
     prefixes = block_prefixes(lm)
-    return [f"{prefixes[i]}.{n}" for i in layers for n, m in lm.blocks[i].named_modules() if n and _is_linear(m)]
+    return [f"{prefixes[i]}.{n}" for i in layers for n, m in lm.blocks[i].named_modules() if n and is_linear(m)]
 
 
 def default_rank1_layers(n_layers: int, count: int = 9) -> list[int]:
@@ -158,10 +140,7 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str) -> Preset:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise NotSupportedError(f"unknown adapter preset {name!r}; available: {', '.join(PRESETS)}") from None
+    return lookup(PRESETS, name, "adapter preset")
 
 
 def build_adapter_config(lm: Any, preset: str, options: AdapterOptions | None = None) -> Any:

@@ -10,33 +10,44 @@ a misalignment `Direction`.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from emscope.activations.capture import capture_activations
+from emscope.artifacts import read_config, write_config
 from emscope.data.transcripts import Transcript, as_transcripts
+from emscope.directions.detect import score
 from emscope.directions.direction import Direction
-from emscope.errors import NotSupportedError
+from emscope.errors import ArtifactError, NotSupportedError
+from emscope.models.lineage import Compatibility
 from emscope.models.loading import load_organism
 from emscope.models.organism_dir import list_checkpoints, resolve_checkpoint
 from emscope.organisms.finetune import FinetuneConfig, finetune
+from emscope.records import read_jsonl, write_jsonl
 
 Measure = Callable[[Any], dict[str, float]]
+KIND = "realign"
+RUN_DIR = "run"  # the fine-tuning run of the re-alignment, inside the output directory
+ROWS = "realign.jsonl"
 
 
-def projection_measure(direction: Direction, transcripts: Sequence[Transcript], max_length: int = 512) -> Measure:
-    """A measure: mean over `transcripts` of the mean response-token projection on `direction` (unit)."""
+def projection_measure(
+    direction: Direction,
+    transcripts: Sequence[Transcript],
+    max_length: int = 512,
+    compatibility: Compatibility = "same_base",
+) -> Measure:
+    """A measure: mean over `transcripts` of the mean response-token projection on `direction` (unit).
+
+    By default the direction must share the measured models' base (a direction of the base
+    model or of any of its fine-tunes fits every checkpoint); see `Direction.check_compatible`.
+    """
     transcripts = list(transcripts)
 
     def measure(lm: Any) -> dict[str, float]:
-        direction.check_compatible(lm, allow_other_model=True)
-        acts = capture_activations(
-            lm, transcripts, layers=[direction.layer], pool="mean", max_length=max_length, progress=False
-        )
-        return {"projection": float((acts.pooled[direction.layer].float() @ direction.unit).mean())}
+        projections = score(lm, transcripts, direction, compatibility=compatibility, max_length=max_length)
+        return {"projection": float(projections.mean())}
 
     return measure
 
@@ -77,10 +88,13 @@ def realign(
 ) -> list[dict[str, Any]]:
     """Fine-tune `organism` further on `benign` and evaluate `measure` at step 0 and every checkpoint.
 
-    `overrides` are `FinetuneConfig` fields (steps, save_every, lr, batch_size, ...). The
-    rows (step, examples seen, loss, the measure's values) are also written to
-    ``OUT/realign.jsonl``.
+    `overrides` are `FinetuneConfig` fields (steps, save_every, lr, batch_size, ...). `out`
+    gets ``config.json`` (kind ``realign``), the fine-tuning run in ``OUT/run`` (re-running
+    resumes it) and the rows (step, examples seen, loss, the measure's values) in
+    ``OUT/realign.jsonl``, read back by `load_realign`.
     """
+    if Path(out, "config.json").is_file():
+        read_config(out, KIND)  # another kind of result there is refused, not overwritten
     ckpt = resolve_checkpoint(organism)
     if ckpt.info.get("preset") == "full":
         raise NotSupportedError(
@@ -103,10 +117,20 @@ def realign(
         from emscope.models.loading import load_model
 
         lm = load_model(config.model, dtype=config.dtype, device=config.device)
-    finetune(config, out, lm=lm, transcripts=transcripts, progress=progress)
+    fields = {"organism": str(ckpt.path), "data": data_path, "n_examples": n_examples, "overrides": overrides}
+    write_config(out, KIND, {**fields, "run_dir": RUN_DIR, "rows_file": ROWS})
+    finetune(config, Path(out, RUN_DIR), lm=lm, transcripts=transcripts, progress=progress)
     rows = []
-    for c in list_checkpoints(out):
+    for c in list_checkpoints(Path(out, RUN_DIR)):
         values = measure(load_organism(c.path, lm=lm))
         rows.append({"step": c.step, "examples_seen": c.examples_seen, "loss": c.loss, **values})
-    Path(out, "realign.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(Path(out, ROWS), rows)
     return rows
+
+
+def load_realign(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The rows `realign` returned, read back from its output directory."""
+    read_config(directory, KIND)
+    if not Path(directory, ROWS).is_file():
+        raise ArtifactError(f"{directory} holds an unfinished re-alignment: run the same `emscope realign` again")
+    return read_jsonl(Path(directory, ROWS))

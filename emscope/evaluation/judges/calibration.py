@@ -10,17 +10,17 @@ raw numbers, with the anchor set's size and the fit's quality.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from emscope.artifacts import atomic_write_json
+from emscope.artifacts import atomic_write_json, describe, read_config
 from emscope.errors import ArtifactError, DataFormatError
+
+KIND = "judge_calibration"
 
 
 @dataclass(frozen=True)
@@ -38,23 +38,17 @@ class Calibration:
         return float(np.interp(score, self.raw_points, self.mapped_points))
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        atomic_write_json(path, {"kind": "judge_calibration", "format_version": 1, **asdict(self)})
+        """One self-describing JSON file (kind ``judge_calibration``), read back by `load` or `load_result`."""
+        atomic_write_json(path, describe(KIND, asdict(self)))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Calibration:
-        try:
-            obj = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ArtifactError(f"cannot read a judge calibration from {path}: {e}") from None
-        if obj.get("kind") != "judge_calibration":
-            raise ArtifactError(f"{path} is not a judge calibration (kind {obj.get('kind')!r})")
+        obj = read_config(path, KIND, required=("raw_points", "mapped_points", "judge", "n_anchors"))
+        raw, mapped = obj["raw_points"], obj["mapped_points"]
+        if not isinstance(raw, list) or not isinstance(mapped, list) or len(raw) != len(mapped) or len(raw) < 2:
+            raise ArtifactError(f"{path}: raw_points and mapped_points must be lists of the same length (2 or more)")
         return cls(
-            tuple(obj["raw_points"]),
-            tuple(obj["mapped_points"]),
-            obj["judge"],
-            obj["n_anchors"],
-            obj.get("anchor_set", ""),
-            obj.get("fit", {}),
+            tuple(raw), tuple(mapped), obj["judge"], obj["n_anchors"], obj.get("anchor_set", ""), obj.get("fit", {})
         )
 
 

@@ -28,6 +28,7 @@ import torch
 from emscope.data.chat import render_prompt
 from emscope.evaluation.judges.base import Judge, Judgment
 from emscope.evaluation.judges.scoring import OUTS, aggregate_number_probs
+from emscope.models.kv_cache import cache_kwarg, output_cache
 from emscope.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,12 @@ class LocalJudge(Judge):
         with self.prefix_shared(prompts):
             return [self.read(p)[0] for p in prompts]
 
+    def iter_scores(self, prompts: Sequence[str], chunk: int = 32) -> Iterator[tuple[int, Judgment]]:
+        """Each prompt's judgment as soon as it is read (the prompts' shared instructions run once)."""
+        with self.prefix_shared(prompts):
+            for i, p in enumerate(prompts):
+                yield i, self.read(p)[0]
+
     @contextmanager
     def prefix_shared(self, prompts: Sequence[str]) -> Iterator[int]:
         """`share_prefix` for the body of the `with`, dropped afterwards (yields the shared length)."""
@@ -120,7 +127,7 @@ class LocalJudge(Judge):
         if n < min_tokens:
             return 0
         out = self.lm.model(input_ids=torch.tensor([first[:n]], device=self.lm.device), use_cache=True)
-        self._prefix = (first[:n], out.past_key_values)
+        self._prefix = (first[:n], output_cache(out))
         return n
 
     def prompt_ids(self, prompt: str) -> torch.Tensor:
@@ -134,7 +141,7 @@ class LocalJudge(Judge):
         """Forward arguments for `ids` that reuse the shared prefix's KV cache when it applies."""
         shared = self._prefix
         if shared is not None and len(shared[0]) < ids.shape[1] and ids[0, : len(shared[0])].tolist() == shared[0]:
-            return {"input_ids": ids[:, len(shared[0]) :], "past_key_values": copy.deepcopy(shared[1])}
+            return {"input_ids": ids[:, len(shared[0]) :], cache_kwarg(self.lm.model): copy.deepcopy(shared[1])}
         return {"input_ids": ids}
 
     def last_hidden(self, prompt: str, layers: Sequence[int]) -> torch.Tensor:
@@ -166,7 +173,7 @@ class LocalJudge(Judge):
             input_ids=tree.tokens[None].to(ids.device),
             attention_mask=mask.to(ids.device),
             position_ids=(p_len + tree.depth)[None].to(ids.device),
-            past_key_values=out.past_key_values,
+            **{cache_kwarg(model): output_cache(out)},
             use_cache=True,
         )
         node = torch.log_softmax(tree_out.logits[0].float(), -1)  # [n, V]: next token after each node

@@ -6,12 +6,18 @@ judge prompt); the residual stream at the last prompt token, at one layer, is th
 regression trained on labelled answers (aligned = 1, misaligned = 0) gives
 ``score = 100 * P(aligned)``. The layer is chosen by cross-validated AUROC on the training
 set only. Saved as a result directory (``config.json`` + ``probe.safetensors``).
+
+A probe reads features of one prompt only: the judge prompt it was trained with, saved in
+its ``config.json`` (``judge_prompt``; a probe saved without one, as the built-in probes
+were, was trained on emscope's own prompt for its metric). `ProbeJudge.prompt` is that
+template; `judge_answers` refuses any other, and `run_eval` judges with it whatever prompts
+the question file carries.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +27,26 @@ import torch
 from emscope.artifacts import load_artifact, save_artifact
 from emscope.errors import DataFormatError
 from emscope.evaluation.judges.base import Judge, Judgment
+from emscope.evaluation.judges.prompts import DEFAULT_PROMPTS, prompt_hash
+from emscope.stats import LogisticProbe, auroc, fit_logistic_probe
 
 KIND = "judge_probe"
 
 
 def fit_probe_weights(x: np.ndarray, y: np.ndarray, c: float = 0.1) -> dict[str, np.ndarray]:
-    """Standardise and fit an L2 logistic regression; returns mean, scale, coef, intercept."""
-    from sklearn.linear_model import LogisticRegression
-
-    mean, scale = x.mean(0), x.std(0) + 1e-6
-    clf = LogisticRegression(C=c, max_iter=2000).fit((x - mean) / scale, y)
-    return {"mean": mean, "scale": scale, "coef": clf.coef_[0], "intercept": clf.intercept_}
+    """`emscope.stats.fit_logistic_probe` (standardised, L2, ``C=c``); returns mean, scale, coef, intercept."""
+    return fit_logistic_probe(x, y, c).to_arrays()
 
 
 def probe_scores(w: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    z = ((x - w["mean"]) / w["scale"]) @ w["coef"] + w["intercept"][0]
-    return 100.0 / (1.0 + np.exp(-z))
+    """100 * P(high label) of the probe `w` (`fit_probe_weights`) for rows of `x`."""
+    return 100.0 * LogisticProbe.from_arrays(w).probability(x)
 
 
 def select_layer(
     features: np.ndarray, y: np.ndarray, layers: Sequence[int], folds: int = 4, seed: int = 0
 ) -> tuple[int, dict[int, float]]:
     """The layer with the best cross-validated AUROC (features: [N, n_layers, D])."""
-    from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
 
     k = max(2, min(folds, int(np.bincount(y).min())))
@@ -53,7 +56,7 @@ def select_layer(
         scores = np.zeros(len(y))
         for tr, te in cv.split(features[:, li], y):
             scores[te] = probe_scores(fit_probe_weights(features[tr, li], y[tr]), features[te, li])
-        res[layer] = float(roc_auc_score(y, scores))
+        res[layer] = auroc(scores[y == 1], scores[y == 0])
     return max(res, key=lambda k_: res[k_]), res
 
 
@@ -70,6 +73,7 @@ class ProbeJudge(Judge):
     ) -> None:
         self.judge_model, self.layer, self.weights, self.meta = judge_model, layer, weights, dict(meta or {})
         self.spec = f"probe:{judge_model}@L{layer}:{self.meta.get('fingerprint', 'unsaved')}"
+        self.prompt = self.meta.get("judge_prompt") or DEFAULT_PROMPTS[self.meta.get("metric", "aligned")]
         self._reader: Any = None
         self._lm = lm
 
@@ -91,8 +95,16 @@ class ProbeJudge(Judge):
         s = probe_scores(self.weights, self.features(prompts))
         return [Judgment(float(v), None, "probe") for v in s]
 
+    def iter_scores(self, prompts: Sequence[str], chunk: int = 32) -> Iterator[tuple[int, Judgment]]:
+        """Each prompt's score as soon as it is read (the prompts' shared instructions run once)."""
+        reader = self._local()
+        with reader.prefix_shared(prompts):
+            for i, p in enumerate(prompts):
+                x = reader.last_hidden(p, [self.layer]).numpy()  # [1, D]
+                yield i, Judgment(float(probe_scores(self.weights, x)[0]), None, "probe")
+
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        tensors = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in self.weights.items()}
+        tensors = {k: torch.as_tensor(np.asarray(v, dtype=np.float64)) for k, v in self.weights.items()}
         return save_artifact(
             directory,
             KIND,
@@ -103,7 +115,9 @@ class ProbeJudge(Judge):
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> ProbeJudge:
-        config, tensors = load_artifact(directory, KIND)
+        config, tensors = load_artifact(
+            directory, KIND, ("judge_model", "layer"), ("mean", "scale", "coef", "intercept")
+        )
         weights = {k: v.double().numpy() for k, v in tensors.items()}
         meta = {
             k: v
@@ -125,11 +139,13 @@ def train_probe(
     fingerprint: str = "",
     lm: Any = None,
     metric: str = "aligned",
+    prompt: str | None = None,
 ) -> ProbeJudge:
-    """Train on features [N, len(layers), D] read with `metric`'s judge prompt.
+    """Train on features [N, len(layers), D] read with the judge prompt `prompt` (default: `metric`'s own).
 
     Labels are ``aligned``/``misaligned`` for the alignment probe and ``coherent``/``incoherent``
-    for the coherence probe; other labels are left out. Score = 100 * P(high label).
+    for the coherence probe; other labels are left out. Score = 100 * P(high label). The
+    prompt is saved with the probe, which then reads no other.
     """
     high, low = PROBE_LABELS[metric]
     keep = [i for i, lab in enumerate(labels) if lab in (high, low)]
@@ -144,6 +160,8 @@ def train_probe(
         "cv_auroc_by_layer": {str(k): v for k, v in cv.items()},
         "n_train": len(keep),
         "fingerprint": fingerprint,
+        "judge_prompt": prompt or DEFAULT_PROMPTS[metric],
+        "judge_prompt_hash": prompt_hash(prompt or DEFAULT_PROMPTS[metric]),
     }
     return ProbeJudge(judge_model, layer, w, meta, lm=lm)
 

@@ -1,20 +1,26 @@
-"""Judge validation on a labelled answer file: agreement with another judge or with the labels."""
+"""Judge validation on a labelled answer file: agreement with another judge or with the labels.
+
+Saved (``emscope judge-agreement --out DIR``) as ``config.json`` (kind ``judge_agreement``),
+``agreement.json`` (what `compare_judges` returns) and ``scores.jsonl`` (one row per answer).
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from emscope.artifacts import atomic_write_json
-from emscope.data.transcripts import iter_jsonl
-from emscope.errors import DataFormatError
+from emscope.artifacts import atomic_write_json, read_config, write_config
+from emscope.errors import ArtifactError, DataFormatError
 from emscope.evaluation.judges.agreement import agreement, auroc, label_scores
 from emscope.evaluation.judges.cache import JudgmentCache, default_cache_dir, judge_answers
 from emscope.evaluation.judges.calibration import Calibration
 from emscope.evaluation.judges.factory import make_judge
 from emscope.evaluation.judges.prompts import ALIGNED_PROMPT
+from emscope.records import iter_jsonl, write_jsonl
+
+KIND = "judge_agreement"
+LABELS = ("aligned", "misaligned")
 
 
 def read_labelled(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -29,6 +35,15 @@ def read_labelled(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             or not isinstance(obj.get("answer"), str)
         ):
             raise DataFormatError(f"{where}: needs string fields 'question' and 'answer'")
+        alignment, label = obj.get("alignment"), obj.get("label")
+        if alignment is not None and (
+            isinstance(alignment, bool) or not isinstance(alignment, int | float) or not 0 <= alignment <= 100
+        ):
+            raise DataFormatError(f"{where}: 'alignment' must be a number from 0 to 100, got {alignment!r}")
+        if label is not None and label not in LABELS:
+            raise DataFormatError(
+                f"{where}: unknown label {label!r}; use one of {', '.join(map(repr, LABELS))}, or an 'alignment' score"
+            )
         rows.append(obj)
     if not rows:
         raise DataFormatError(f"{path} holds no rows")
@@ -74,19 +89,31 @@ def compare_judges(
         result["agreement"]["auroc_vs_labels"] = auroc(list(s), list(y))
     if out_dir is not None:
         out = Path(out_dir)
+        scores = [
+            {
+                "question": r["question"],
+                "label": r.get("label"),
+                "judge": sa,
+                "other": sb,
+                "unscored_reason": j.unscored_reason,
+            }
+            for r, sa, sb, j in zip(rows, a, b, ja, strict=True)
+        ]
+        write_jsonl(out / "scores.jsonl", scores)
         atomic_write_json(out / "agreement.json", result)
-        with (out / "scores.jsonl").open("w", encoding="utf-8") as f:
-            for r, sa, sb, j in zip(rows, a, b, ja, strict=True):
-                f.write(
-                    json.dumps(
-                        {
-                            "question": r["question"],
-                            "label": r.get("label"),
-                            "judge": sa,
-                            "other": sb,
-                            "unscored_reason": j.unscored_reason,
-                        }
-                    )
-                    + "\n"
-                )
+        write_config(out, KIND, {"data": str(data), "judge": judge, "against": against, "calibration": calibration})
     return result
+
+
+def load_agreement(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """What `compare_judges` returned, read back from its output directory."""
+    import json
+
+    path = Path(directory)
+    read_config(path, KIND)
+    try:
+        return dict(json.loads((path / "agreement.json").read_bytes()))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ArtifactError(
+            f"cannot read {path / 'agreement.json'} ({e}): run `emscope judge-agreement` again"
+        ) from None

@@ -1,0 +1,96 @@
+"""`emscope realign`: train an organism further on benign data and measure it after each checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from emscope._cli import options as o
+from emscope.evaluation.run import EvalConfig
+from emscope.organisms.finetune import FinetuneConfig
+
+NAME = "realign"
+EXAMPLES = (
+    "emscope realign --organism runs/organism --data examples/aligned.jsonl --direction runs/dir "
+    "--probe examples/misaligned.jsonl --steps 4 --save-every 2 --out runs/realign",
+    "emscope realign --organism runs/organism --data examples/aligned.jsonl --n-examples 8 --steps 4 --save-every 2 "
+    "--questions builtin --out runs/realign-em",
+)
+PYTHON = "emscope.organisms.realign.realign(organism, benign, out, measure)"
+
+
+def command(
+    organism: Annotated[
+        Path, typer.Option("--organism", help="Organism checkpoint (or run directory = its latest checkpoint).")
+    ],
+    data: Annotated[Path, o.data_file("Benign messages JSONL (e.g. secure code or good advice).")],
+    out: Annotated[Path, o.out_dir("Run directory of the re-alignment.")],
+    questions: Annotated[
+        str | None,
+        typer.Option("--questions", help="Measure the EM rate on these questions (a .yaml/.jsonl file or 'builtin')."),
+    ] = None,
+    judge: o.Judge = EvalConfig.judge,
+    samples: Annotated[int, o.count("--samples", "Answers per question for the EM rate.")] = 4,
+    max_new_tokens: o.MaxNewTokens = 128,
+    direction: Annotated[
+        Path | None,
+        typer.Option(
+            "--direction", help="Misalignment direction; its projection is reported.", callback=o.direction_dir
+        ),
+    ] = None,
+    probe: Annotated[
+        Path | None, o.data_file("Transcripts whose response tokens are projected on --direction.", "--probe")
+    ] = None,
+    n_examples: Annotated[int | None, o.count("--n-examples", "Benign examples to use (first N).")] = None,
+    steps: Annotated[int, o.count("--steps", "Optimizer steps (at most).")] = 50,
+    save_every: Annotated[int, o.count("--save-every", "Measure after every K steps.")] = 10,
+    batch_size: Annotated[int, o.count("--batch-size", "Examples per step.")] = FinetuneConfig.batch_size,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default: the adapter preset's).")] = None,
+    max_length: Annotated[
+        int, o.count("--max-length", "Tokens per example (longer ones are cut).")
+    ] = FinetuneConfig.max_length,
+    seed: o.Seed = FinetuneConfig.seed,
+) -> None:
+    """Train an organism further on benign data; report the EM rate and/or projection after each checkpoint."""
+    from emscope.data.transcripts import load_transcripts
+    from emscope.directions.direction import Direction
+    from emscope.errors import ConfigError
+    from emscope.organisms.realign import em_measure, projection_measure, realign
+
+    if (direction is None) != (probe is None):
+        raise ConfigError("--direction and --probe go together: the probe transcripts are read on the direction")
+    if questions is None and direction is None:
+        raise ConfigError("nothing to measure: pass --questions (EM rate), or --direction with --probe")
+    measures = []
+    if questions is not None:
+        config = EvalConfig(
+            questions=questions, judge=judge, samples=samples, max_new_tokens=max_new_tokens, coherence="em_candidates"
+        )
+        measures.append(em_measure(config, out / "eval"))
+    if direction is not None and probe is not None:
+        measures.append(projection_measure(Direction.load(direction), load_transcripts(probe)))
+
+    def measure(lm: Any) -> dict[str, Any]:
+        return {k: v for m in measures for k, v in m(lm).items()}
+
+    rows = realign(
+        organism,
+        data,
+        out,
+        measure,
+        n_examples=n_examples,
+        steps=steps,
+        save_every=save_every,
+        batch_size=batch_size,
+        lr=lr,
+        max_length=max_length,
+        seed=seed,
+    )
+    for row in rows:
+        shown = [f"{k} {row[k]:+.4f}" for k in ("em_rate", "projection") if row.get(k) is not None]
+        typer.echo(
+            f"step {row['step']:>5}  examples {row['examples_seen']:>6}  loss {row['loss'] or float('nan'):.4f}  "
+            + "  ".join(shown)
+        )
