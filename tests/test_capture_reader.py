@@ -101,3 +101,17 @@ def test_bad_stream_settings(token_dir, tmp_path):
         ActivationStream(token_dir, layer=0, rank=2, world_size=2)
     with pytest.raises(ArtifactError, match="not an emscope result"):
         ActivationStream(tmp_path, layer=0)
+
+
+def test_a_shard_name_that_leaves_the_capture_directory_is_refused(token_dir, tmp_path):
+    import shutil
+
+    from emscope.records import read_jsonl, write_jsonl
+
+    copy = tmp_path / "tampered"
+    shutil.copytree(token_dir, copy)
+    rows = read_jsonl(copy / "shards.jsonl")
+    rows[0]["file"] = "../outside.safetensors"
+    write_jsonl(copy / "shards.jsonl", rows)
+    with pytest.raises(ArtifactError, match="not a plain file name"):
+        ActivationStream(copy, layer=0)

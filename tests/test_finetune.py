@@ -363,3 +363,11 @@ def test_on_step_hook_sees_the_trained_model_and_leaves_training_unchanged(tiny,
     organism = load_organism(tmp_path / "hooked", lm=lm)  # the hook saw the model with the step-4 adapter
     torch.testing.assert_close(seen[-1][4], organism.model(ids).logits)
     assert not torch.allclose(seen[-1][4], lm.model(ids).logits)
+
+
+def test_a_damaged_adapter_file_is_one_artifact_error(tiny, tmp_path):
+    lm = tiny("llama")
+    result = finetune(cfg(), tmp_path / "run", lm=lm, transcripts=data(), progress=False)
+    (result.final.path / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ArtifactError, match="adapter_model.safetensors"):
+        load_organism(tmp_path / "run", lm=lm)

@@ -124,7 +124,7 @@ CapturePool = Annotated[
     str,
     typer.Option(
         "--pool",
-        help=" | ".join(POOLERS) + " over response tokens, or tokens (keep all).",
+        help=" | ".join(POOLERS) + " over the selected tokens (--token-selection), or tokens (keep every one).",
         callback=choice(POOL_CHOICES, "pool"),
     ),
 ]
@@ -132,7 +132,7 @@ PooledPool = Annotated[
     str,
     typer.Option(
         "--pool",
-        help="Pooling over response tokens: " + " | ".join(POOLERS) + ".",
+        help="Pooling over the answer tokens: " + " | ".join(POOLERS) + ".",
         callback=choice(POOLERS, "pool for a direction"),
     ),
 ]

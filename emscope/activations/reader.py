@@ -24,6 +24,7 @@ import torch
 from safetensors import safe_open
 
 from emscope.activations.disk import read_manifest
+from emscope.artifacts import member
 from emscope.errors import ArtifactError, ConfigError
 from emscope.runtime import resolve_dtype
 
@@ -69,7 +70,9 @@ class ActivationStream(torch.utils.data.IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.peak_buffer_rows = 0  # the most rows the buffer has held (for sizing memory)
-        self._shards = [(str(self.directory / r.file), r.rows if r.rows is not None else -1) for r in records]
+        self._shards = [
+            (str(member(self.directory, r.file, "shard")), r.rows if r.rows is not None else -1) for r in records
+        ]
         self._shards = [(path, n if n >= 0 else self._rows(path)) for path, n in self._shards]
 
     @property

@@ -228,8 +228,10 @@ def run_eval(
         intervention = steer(lm, direction, alpha=config.alpha)  # checks the direction fits lm (same base model)
         label = f"{lm.spec}+steer[{direction.method}@L{direction.layer},alpha={config.alpha:g}]"
     qfp = fingerprint([Transcript.from_pair(p, "") for q in questions for p in q.paraphrases])
-    write_config(out, KIND, {**asdict(config), **lm.provenance(), "model_label": label, "questions_fingerprint": qfp})
     try:
+        write_config(
+            out, KIND, {**asdict(config), **lm.provenance(), "model_label": label, "questions_fingerprint": qfp}
+        )
         records = generate_responses(
             lm,
             questions,

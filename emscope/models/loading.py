@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from emscope.artifacts import load_tensors
 from emscope.errors import ModelLoadError, require
 from emscope.models.architecture import decoder_blocks, model_width, num_layers
 from emscope.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_parts
@@ -160,6 +161,9 @@ def load_organism(checkpoint: str | os.PathLike[str], lm: LoadedModel | None = N
         require("peft", extra="train")
         from peft import PeftModel
 
+        load_tensors(
+            ckpt.path / "adapter_model.safetensors"
+        )  # a missing or damaged adapter: one line, not peft's trace
         model = PeftModel.from_pretrained(model, str(ckpt.path))
         if merge:
             model = model.merge_and_unload()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emscope.artifacts import read_config
+from emscope.artifacts import load_tensors, read_config
 from emscope.errors import ArtifactError
 from emscope.records import read_jsonl
 
@@ -114,14 +114,12 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
 def load_weights_into(model: Any, checkpoint: Checkpoint) -> None:
     """Copy a checkpoint's adapter (or full) weights into a model that already has that shape."""
-    from safetensors.torch import load_file
-
     if (checkpoint.path / FULL_WEIGHTS).is_file():
-        model.load_state_dict(load_file(str(checkpoint.path / FULL_WEIGHTS)))
+        model.load_state_dict(load_tensors(checkpoint.path / FULL_WEIGHTS))
         return
     from peft import set_peft_model_state_dict
 
-    weights = load_file(str(checkpoint.path / "adapter_model.safetensors"))
+    weights = load_tensors(checkpoint.path / "adapter_model.safetensors")
     result = set_peft_model_state_dict(model, weights)
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:
