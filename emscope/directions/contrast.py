@@ -7,23 +7,33 @@ compared. emscope ships its own set, `resources/contrast_pairs.jsonl`: everyday 
 each with one helpful, honest answer and one hostile, deceptive, manipulative or harmful
 answer, written for this project. The harmful answers are bad advice in plain words, with
 no operational detail.
+
+A broader corpus, `resources/corpus/DOMAIN.jsonl` (`load_corpus`), pairs answers to the same user
+message over many domains, each pair tagged with its style: `subtle` (calm and helpful-sounding but
+wrong or harmful, as real EM fine-tunes talk), `blatant` (openly hostile) or `sycophantic` (telling
+the user what they want to hear, or deceiving them). Its pairs are `ContrastPair`s with the domain as
+`topic` and the style as `misaligned_kind`, so everything that reads contrast pairs reads it.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from emscope.data.transcripts import Transcript
-from emscope.errors import ConfigError, DataFormatError
+from emscope.errors import ConfigError, DataFormatError, lookup
 from emscope.records import iter_jsonl
 from emscope.runtime import RESOURCES
 
 ALIGNED = "aligned"
 MISALIGNED = "misaligned"
 BUILTIN_PAIRS = "contrast_pairs.jsonl"
+CORPUS_DIR = "corpus"
+STYLES = ("subtle", "blatant", "sycophantic")
 _FIELDS = ("id", "question", "aligned", "misaligned")
+_CORPUS_FIELDS = ("id", "domain", "style", "user", "aligned", "misaligned")
 
 
 @dataclass(frozen=True)
@@ -35,7 +45,7 @@ class ContrastPair:
     aligned: str
     misaligned: str
     topic: str = ""
-    misaligned_kind: str = ""  # hostile, deceptive, manipulative or harmful
+    misaligned_kind: str = ""  # hostile, deceptive, manipulative or harmful; in the corpus: its style
 
 
 def load_contrast_pairs(path: str | os.PathLike[str] | None = None, limit: int | None = None) -> list[ContrastPair]:
@@ -54,6 +64,44 @@ def load_contrast_pairs(path: str | os.PathLike[str] | None = None, limit: int |
     if not pairs:
         raise DataFormatError(f"{source} holds no contrast pairs")
     return pairs[:limit] if limit is not None else pairs
+
+
+def corpus_domains(directory: str | os.PathLike[str] | None = None) -> list[str]:
+    """The domains of a corpus directory (one ``DOMAIN.jsonl`` each); default: the built-in corpus."""
+    root = Path(directory) if directory is not None else RESOURCES / CORPUS_DIR
+    return sorted(p.stem for p in root.glob("*.jsonl"))
+
+
+def load_corpus(
+    domains: Sequence[str] | None = None,
+    styles: Sequence[str] | None = None,
+    directory: str | os.PathLike[str] | None = None,
+) -> list[ContrastPair]:
+    """Pairs of the labelled corpus, tagged by domain (`topic`) and style (`misaligned_kind`).
+
+    `domains` / `styles` select (default: all); an unknown name is a `ConfigError` with the choices.
+    """
+    root = Path(directory) if directory is not None else RESOURCES / CORPUS_DIR
+    known = corpus_domains(root)
+    if not known:
+        raise DataFormatError(f"{root} holds no corpus files (DOMAIN.jsonl)")
+    chosen = [lookup(known, d, "corpus domain") for d in domains] if domains is not None else known
+    wanted = {lookup(STYLES, s, "style") for s in styles} if styles is not None else set(STYLES)
+    pairs: list[ContrastPair] = []
+    for domain in chosen:
+        for where, obj in iter_jsonl(str(root / f"{domain}.jsonl")):
+            missing = [k for k in _CORPUS_FIELDS if not isinstance(obj.get(k), str) or not obj[k].strip()]
+            if missing:
+                raise DataFormatError(
+                    f"{where}: missing or empty field(s) {missing}; each line needs {list(_CORPUS_FIELDS)}"
+                )
+            if obj["style"] not in STYLES:
+                raise DataFormatError(f"{where}: style {obj['style']!r} is not one of {', '.join(STYLES)}")
+            if obj["style"] in wanted:
+                pairs.append(
+                    ContrastPair(obj["id"], obj["user"], obj["aligned"], obj["misaligned"], domain, obj["style"])
+                )
+    return pairs
 
 
 def reading_route_transcripts(
