@@ -2,20 +2,16 @@
 
 The names below are the ones a user reaches for first; everything else is imported from its subpackage
 (`emscope.data`, `emscope.models`, `emscope.activations`, `emscope.directions`, `emscope.interventions`,
-`emscope.evaluation`, `emscope.organisms`, `emscope.demos`). Fine-tuning names (`finetune`, `FinetuneConfig`)
-load on first use, since they need the `train` extra.
+`emscope.evaluation`, `emscope.organisms`, `emscope.demos`). Fine-tuning (`finetune`, `FinetuneConfig`) needs the
+`train` extra when it runs, not when it is imported.
 
 Layer convention everywhere: layer i = output of decoder block i (HF ``hidden_states[i+1]``, never the final norm).
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
-
 from emscope.activations.capture import Activations, capture_activations, capture_to_disk, load_activations
-from emscope.artifacts import load_result
+from emscope.artifacts import emscope_version, load_result
 from emscope.data.transcripts import Transcript, load_transcripts
 from emscope.directions.detect import score
 from emscope.directions.direction import Direction
@@ -30,23 +26,9 @@ from emscope.interventions.handle import Intervention
 from emscope.interventions.orthogonalize import orthogonalize_weights
 from emscope.interventions.steer import steer
 from emscope.models.loading import LoadedModel, load_model
+from emscope.organisms.finetune import FinetuneConfig, finetune
 
-if TYPE_CHECKING:
-    from emscope.organisms.finetune import FinetuneConfig, finetune
-
-try:
-    __version__ = version("emscope")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
-
-_LAZY = {"finetune": "emscope.organisms.finetune", "FinetuneConfig": "emscope.organisms.finetune"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'emscope' has no attribute {name!r}")
-
+__version__ = emscope_version()
 
 __all__ = [
     "Activations",

@@ -120,12 +120,9 @@ def command(
 
 
 def _sweep(lm, d, prompts, kind, alphas, layers, positions, n_controls, seed, max_new_tokens, out, compatibility):  # noqa: ANN001, ANN202
-    from emscope.errors import DataFormatError
     from emscope.interventions.dose_response import dose_response, plot_dose_response
     from emscope.interventions.measures import AnswerProjection
 
-    if out is None:
-        raise DataFormatError("--sweep writes its results to a directory: pass --out DIR")
     measure = AnswerProjection(prompts, d, max_new_tokens=max_new_tokens, compatibility=compatibility)
     result = dose_response(
         lm,

@@ -1,13 +1,12 @@
 """A thin hook layer over the model's own decoder blocks.
 
-Every hook is removable (`RemovableHandle.remove()`) and `block_hooks` removes its hooks
-in `finally`, so an exception in the body never leaves a model modified.
+Every hook is removable (`RemovableHandle.remove()`); `emscope.activations.sites.site_hooks` attaches
+them by site name and removes them in `finally`, so an exception in the body never leaves a model modified.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -55,16 +54,3 @@ def add_block_pre_hook(block: nn.Module, fn: BlockHook) -> RemovableHandle:
         return None if new is None else (args, {**kwargs, "hidden_states": new})
 
     return block.register_forward_pre_hook(hook, with_kwargs=True)
-
-
-@contextmanager
-def block_hooks(blocks: nn.ModuleList, hooks: Mapping[int, BlockHook]) -> Iterator[list[RemovableHandle]]:
-    """Attach output hooks {layer: fn} to `blocks` for the duration of the `with` body."""
-    handles: list[RemovableHandle] = []
-    try:
-        for layer, fn in hooks.items():
-            handles.append(add_block_hook(blocks[layer], fn))
-        yield handles
-    finally:
-        for h in handles:
-            h.remove()

@@ -253,6 +253,7 @@ def sweep_model(
     n = len(pos)
     pos_acts = {layer: x[:n] for layer, x in acts.pooled.items()}
     neg_acts = {layer: x[n:] for layer, x in acts.pooled.items()}
+    data_fingerprint = fingerprint(data)
     result = layer_sweep(
         pos_acts,
         neg_acts,
@@ -263,7 +264,7 @@ def sweep_model(
         model=lm.spec,
         model_revision=lm.revision,
         lineage=lm.lineage,
-        dataset_fingerprint=fingerprint(data),
+        dataset_fingerprint=data_fingerprint,
         token_selection=f"response_{pool}",
         labels=labels,
         meta={"model_width": lm.width, "model_n_layers": lm.n_layers, "model_source": lm.source},
@@ -272,7 +273,7 @@ def sweep_model(
         **result.config,
         **lm.provenance(),
         "pool": pool,
-        "dataset_fingerprint": fingerprint(data),
+        "dataset_fingerprint": data_fingerprint,
         "n_pos": len(pos),
         "n_neg": len(neg),
         "labels": list(labels),

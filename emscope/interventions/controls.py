@@ -17,8 +17,7 @@ import torch
 
 from emscope.directions.direction import Direction
 from emscope.errors import NotSupportedError, lookup
-
-DirectionLike = Direction | torch.Tensor
+from emscope.interventions.handle import DirectionLike
 
 
 def _vector(like: DirectionLike) -> torch.Tensor:
@@ -66,9 +65,8 @@ def control_directions(
     like: DirectionLike, n: int = 4, seed: int = 0, kinds: Sequence[str] = ("random", "orthogonal")
 ) -> dict[str, DirectionLike]:
     """`n` controls of each kind, named ``"random:0"``, ``"orthogonal:0"``, ..."""
-    for kind in kinds:
-        lookup(CONTROL_KINDS, kind, "control kind")
-    return {f"{kind}:{i}": d for kind in kinds for i, d in enumerate(CONTROL_KINDS[kind](like, n, seed))}
+    makers = {kind: lookup(CONTROL_KINDS, kind, "control kind") for kind in kinds}
+    return {f"{kind}:{i}": d for kind, make in makers.items() for i, d in enumerate(make(like, n, seed))}
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,6 @@ norm-matched random directions and directions orthogonal to the target
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import os
@@ -110,13 +108,6 @@ class DoseResponse:
             for a, v in zip(self.alphas, vals, strict=True)
         ]
 
-    def to_csv(self) -> str:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(self.rows())
-        return buf.getvalue()
-
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """``config.json`` (all numbers, comparisons, provenance) + ``dose_response.csv``."""
         out = Path(directory)
@@ -175,10 +166,9 @@ def dose_response(
     effect is never reported without its controls. Cost: ``len(alphas) * (1 + n_controls *
     len(control_kinds)) + 1`` measurements. `compatibility`: see `Direction.check_compatible`.
     """
-    lookup(INTERVENTIONS, intervention, "intervention")
+    intervene = lookup(INTERVENTIONS, intervention, "intervention")
     if n_controls < 1 or not control_kinds:
         raise NotSupportedError("dose_response runs controls by design: pass n_controls >= 1 and a control kind")
-    intervene = INTERVENTIONS[intervention]
     directions = {TARGET: direction, **control_directions(direction, n_controls, seed, control_kinds)}
     baseline = run_measure(lm, measure, nullcontext)
     values: dict[str, list[float]] = {name: [] for name in directions}

@@ -151,8 +151,7 @@ class PromptTracker:
 
 
 def position_selector(positions: str) -> PositionSelector | None:
-    lookup(POSITIONS, positions, "positions")
-    return POSITIONS[positions]
+    return lookup(POSITIONS, positions, "positions")
 
 
 def masked(

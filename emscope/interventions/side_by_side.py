@@ -42,8 +42,7 @@ def answers_with_controls(
     (alpha = projection coefficient, 1 removes the component); `positions` is passed to
     `steer`. ``n_controls=0`` skips the controls. `compatibility`: see `Direction.check_compatible`.
     """
-    lookup(INTERVENTIONS, intervention, "intervention")
-    intervene = INTERVENTIONS[intervention]
+    intervene = lookup(INTERVENTIONS, intervention, "intervention")
     directions = {TARGET: direction}
     if n_controls > 0:
         directions.update(control_directions(direction, n_controls, seed, control_kinds))

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
-from transformers import Cache
 
 # newest first: the name a forward pass takes the cache under
 CACHE_NAMES = ("cache", "past_key_values")
@@ -38,6 +37,8 @@ def find_cache(args: tuple, kwargs: Mapping[str, Any]) -> Any:
     Looks under the known names first (they also carry legacy tuple caches), then for any
     `transformers.Cache` passed under another name or positionally.
     """
+    from transformers import Cache  # here, not at import: `import emscope` does not load transformers
+
     for name in CACHE_NAMES:
         if kwargs.get(name) is not None:
             return kwargs[name]

@@ -121,9 +121,7 @@ def response_loss(lm: Any, transcripts: Sequence[Transcript], max_length: int = 
     On held-out transcripts this separates "the model learned" from "this batch was easier",
     which per-step training loss mixes.
     """
-    examples, _ = build_examples(lm.tokenizer, transcripts, max_length)
-    if not examples:
-        raise DataFormatError(f"none of the {len(transcripts)} transcripts has an assistant token within {max_length}")
+    examples, _ = build_examples(lm.tokenizer, transcripts, max_length)  # raises when none is left
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     total, count = 0.0, 0
     for ex in examples:

@@ -155,7 +155,8 @@ def finetune(
         lm = load_model(config.model, dtype=config.dtype, device=config.device)
     examples, skipped = build_examples(lm.tokenizer, transcripts, config.max_length)
     run_dir = Path(out)
-    resume_from = _check_resumable(run_dir, config, fingerprint(transcripts))
+    data_fingerprint = fingerprint(transcripts)
+    resume_from = _check_resumable(run_dir, config, data_fingerprint)
     set_seed(config.seed)
     model, undo = _prepare_model(lm, config)
     threads_before = torch.get_num_threads()
@@ -168,6 +169,7 @@ def finetune(
                 RUN_KIND,
                 {
                     **_run_fields(config, lm, transcripts, model),
+                    "dataset_fingerprint": data_fingerprint,
                     "n_skipped_too_long": skipped,
                     "n_train_examples": len(examples),
                 },
@@ -189,7 +191,6 @@ def _run_fields(config: FinetuneConfig, lm: Any, transcripts: Sequence[Transcrip
         "model_loaded_as": lm.spec,
         **asdict(config),  # the config itself, flat: `FinetuneConfig(**fields)` rebuilds it
         "learning_rate": config.learning_rate,
-        "dataset_fingerprint": fingerprint(transcripts),
         "n_examples": len(transcripts),
         "trainable_params": trainable,
         "target_modules": targets,

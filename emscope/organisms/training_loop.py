@@ -57,7 +57,7 @@ def train_loop(
     step, seen = 0, {"examples_seen": 0, "tokens_seen": 0, "response_tokens_seen": 0}
     if resume_from is not None:
         step, seen = _restore(model, optimizer, scheduler, resume_from)
-    elif config.save_every and not list_checkpoints(run_dir):
+    elif not list_checkpoints(run_dir):
         _save(run_dir, 0, model, config, None, seen, None)  # the starting point, for monitors
     metrics_path = run_dir / "metrics.jsonl"
     _truncate_metrics(metrics_path, step)

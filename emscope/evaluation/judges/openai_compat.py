@@ -27,7 +27,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from emscope.errors import ConfigError, EmscopeError, MissingDependencyError, require
+from emscope.errors import ConfigError, EmscopeError, require
 from emscope.evaluation.judges.base import Judge, Judgment
 from emscope.evaluation.judges.redaction import redact
 from emscope.evaluation.judges.scoring import aggregate_top_logprobs, parse_number
@@ -89,10 +89,7 @@ class OpenAICompatJudge(Judge):
         top_logprobs: int = 20,
         parse_max_tokens: int = 8,
     ) -> None:
-        try:
-            require("openai", extra="judge")
-        except MissingDependencyError:
-            raise
+        require("openai", extra="judge")
         import openai
 
         self.model = model
