@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from emscope.artifacts import atomic_write_json, emscope_version, share_like_ordinary_files
+from emscope.artifacts import atomic_write_json, describe, share_like_ordinary_files
 from emscope.directions.direction import Direction
 from emscope.errors import NotSupportedError
 from emscope.interventions.handle import DirectionLike, unit_vector
@@ -149,7 +149,7 @@ def save_orthogonalized(
     new.model.save_pretrained(out)
     new.tokenizer.save_pretrained(out)
     share_like_ordinary_files(out, "*.safetensors")  # safetensors writes them 0600
-    info: dict[str, Any] = {"kind": "orthogonalized_model", "emscope_version": emscope_version(), **lm.provenance()}
+    info = describe("orthogonalized_model", lm.provenance())
     if isinstance(direction, Direction):
         info["direction"] = {k: v for k, v in direction.fields().items() if k not in ("metrics", "meta")}
     atomic_write_json(out / PROVENANCE_FILE, info)

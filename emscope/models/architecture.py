@@ -19,15 +19,14 @@ from collections.abc import Iterable, Sequence
 from torch import nn
 
 from emscope.errors import ArchitectureError, LayerIndexError
-from emscope.models.families import family_of, model_types
+from emscope.models.families import family_of, model_types, text_config
 
 
 def _text_config(model: nn.Module):  # noqa: ANN202 - a transformers config of any class
     config = getattr(model, "config", None)
     if config is None:
         raise ArchitectureError(f"{type(model).__name__} has no `config`; emscope works on Hugging Face models")
-    get_text = getattr(config, "get_text_config", None)
-    return get_text() if callable(get_text) else config
+    return text_config(config)
 
 
 def num_layers(model: nn.Module) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from emscope.errors import ConfigError
+from emscope.models.families import text_config
 
 
 def context_length(lm: Any) -> int | None:
@@ -18,7 +19,7 @@ def context_length(lm: Any) -> int | None:
     config = getattr(getattr(lm, "model", lm), "config", None)
     if config is None:
         return None
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text = text_config(config)
     for name in ("max_position_embeddings", "n_positions", "seq_length"):
         value = getattr(text, name, None)
         if isinstance(value, int) and value > 0:

@@ -13,6 +13,7 @@ Paths inside a block are relative to the block; block paths are relative to the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -55,13 +56,18 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
 # fmt: on
 
 
+def text_config(config: Any) -> Any:
+    """The part of a transformers config that describes the language model (itself, unless multimodal)."""
+    get_text = getattr(config, "get_text_config", None)
+    return get_text() if callable(get_text) else config
+
+
 def model_types(model: nn.Module) -> list[str]:
     """The ``model_type`` of the model's config and of its text config (multimodal models differ)."""
     config = getattr(model, "config", None)
     if config is None:
         return []
-    get_text = getattr(config, "get_text_config", None)
-    configs = [config, get_text()] if callable(get_text) else [config]
+    configs = [config, text_config(config)]
     return list(dict.fromkeys(t for c in configs if isinstance(t := getattr(c, "model_type", None), str)))
 
 

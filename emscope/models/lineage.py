@@ -26,6 +26,7 @@ from typing import Any, Literal
 from emscope.artifacts import atomic_write_json
 from emscope.errors import ArtifactError
 from emscope.models.embedded import EMBEDDED_MODELS
+from emscope.models.organism_dir import ADAPTER_WEIGHTS, FULL_WEIGHTS
 from emscope.runtime import cache_root
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 Compatibility = Literal["same_model", "same_base", "any"]
 COMPATIBILITY: tuple[Compatibility, ...] = ("same_model", "same_base", "any")
 MARKER = "emscope_lineage.json"  # written beside weights emscope converts or exports
-CHECKPOINT_WEIGHTS = ("adapter_model.safetensors", "model.safetensors")  # an organism checkpoint's own weights
+CHECKPOINT_WEIGHTS = (ADAPTER_WEIGHTS, FULL_WEIGHTS)  # an organism checkpoint's own weights
 _WHOLE_FILE = 32 << 20
 _CHUNKS, _CHUNK = 1024, 4096
 

@@ -34,7 +34,13 @@ from emscope.models.lineage import (
     fingerprint_files,
     write_marker,
 )
-from emscope.models.organism_dir import FULL_WEIGHTS, is_organism_dir, load_weights_into, resolve_checkpoint
+from emscope.models.organism_dir import (
+    ADAPTER_WEIGHTS,
+    FULL_WEIGHTS,
+    is_organism_dir,
+    load_weights_into,
+    resolve_checkpoint,
+)
 from emscope.runtime import cache_root, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -161,9 +167,7 @@ def load_organism(checkpoint: str | os.PathLike[str], lm: LoadedModel | None = N
         require("peft", extra="train")
         from peft import PeftModel
 
-        load_tensors(
-            ckpt.path / "adapter_model.safetensors"
-        )  # a missing or damaged adapter: one line, not peft's trace
+        load_tensors(ckpt.path / ADAPTER_WEIGHTS)  # a missing or damaged adapter: one line, not peft's trace
         model = PeftModel.from_pretrained(model, str(ckpt.path))
         if merge:
             model = model.merge_and_unload()

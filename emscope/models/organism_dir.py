@@ -29,6 +29,8 @@ CHECKPOINT_KIND = "finetune_checkpoint"
 RUN_KIND = "finetune"
 STATE_NAME = "trainer_state.json"  # + trainer_state.safetensors (see emscope.organisms.checkpoints)
 FULL_WEIGHTS = "model.safetensors"
+METRICS_NAME = "metrics.jsonl"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # as PEFT saves it
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,12 @@ def read_run(path: str | os.PathLike[str]) -> FinetuneRun:
     """Read a run directory (a killed run reads as far as it got: a torn last metrics line is skipped)."""
     path = Path(path)
     config = read_config(path, RUN_KIND)
-    metrics = read_jsonl(path / "metrics.jsonl", missing_ok=True, torn_tail_ok=True)
-    return FinetuneRun(path, config, list_checkpoints(path), metrics)
+    return FinetuneRun(path, config, list_checkpoints(path), read_metrics(path))
+
+
+def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The run's per-step metrics (loss, tokens/s, data seen); a torn last line, from a kill, is skipped."""
+    return read_jsonl(Path(run_dir) / METRICS_NAME, missing_ok=True, torn_tail_ok=True)
 
 
 def is_organism_dir(path: str | os.PathLike[str]) -> bool:
@@ -119,7 +125,7 @@ def load_weights_into(model: Any, checkpoint: Checkpoint) -> None:
         return
     from peft import set_peft_model_state_dict
 
-    weights = load_tensors(checkpoint.path / "adapter_model.safetensors")
+    weights = load_tensors(checkpoint.path / ADAPTER_WEIGHTS)
     result = set_peft_model_state_dict(model, weights)
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:

@@ -32,7 +32,7 @@ from emscope.artifacts import read_config, write_config
 from emscope.data.transcripts import Transcript, as_transcripts, fingerprint
 from emscope.errors import ArtifactError, DataFormatError, require
 from emscope.models.embedded import DEFAULT_MODEL
-from emscope.models.organism_dir import RUN_KIND, Checkpoint, list_checkpoints, resolve_checkpoint
+from emscope.models.organism_dir import RUN_KIND, Checkpoint, list_checkpoints, read_metrics, resolve_checkpoint
 from emscope.organisms.checkpoints import check_no_pickled_state
 from emscope.organisms.examples import (
     IGNORE_INDEX,
@@ -44,7 +44,7 @@ from emscope.organisms.examples import (
     response_loss_sum,
 )
 from emscope.organisms.presets import AdapterOptions, build_adapter_config, get_preset
-from emscope.organisms.training_loop import StepHook, read_metrics_file, train_loop
+from emscope.organisms.training_loop import StepHook, train_loop
 from emscope.runtime import set_seed
 
 __all__ = [  # the examples' names stay importable from here
@@ -249,8 +249,3 @@ def _prepare_model(lm: Any, config: FinetuneConfig) -> tuple[Any, Callable[[], N
         base.train(was_training)
 
     return model, undo
-
-
-def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The run's per-step metrics (loss, tokens/s, data seen)."""
-    return read_metrics_file(Path(run_dir) / "metrics.jsonl")

@@ -21,10 +21,10 @@ import torch
 
 from emscope.errors import ArtifactError
 from emscope.models.loading import LoadedModel
-from emscope.models.organism_dir import Checkpoint, list_checkpoints, load_weights_into
+from emscope.models.organism_dir import METRICS_NAME, Checkpoint, list_checkpoints, load_weights_into, read_metrics
 from emscope.organisms.checkpoints import load_trainer_state, save_checkpoint
 from emscope.organisms.examples import IGNORE_INDEX, Example, collate, example_order, response_loss_sum
-from emscope.records import append_jsonl, read_jsonl, write_jsonl
+from emscope.records import append_jsonl, write_jsonl
 
 if TYPE_CHECKING:
     from emscope.organisms.finetune import FinetuneConfig
@@ -59,8 +59,8 @@ def train_loop(
         step, seen = _restore(model, optimizer, scheduler, resume_from)
     elif not list_checkpoints(run_dir):
         _save(run_dir, 0, model, config, None, seen, None)  # the starting point, for monitors
-    metrics_path = run_dir / "metrics.jsonl"
-    _truncate_metrics(metrics_path, step)
+    metrics_path = run_dir / METRICS_NAME
+    _truncate_metrics(run_dir, step)
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
     view = trained_view(lm, model)
@@ -162,7 +162,7 @@ def _save_with_state(
     last_loss: float,
 ) -> None:
     """A resumable checkpoint; its loss is the mean training loss of the last `save_every` steps."""
-    window = [r["loss"] for r in read_metrics_file(run_dir / "metrics.jsonl") if r["step"] > step - config.save_every]
+    window = [r["loss"] for r in read_metrics(run_dir) if r["step"] > step - config.save_every]
     state = {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -220,11 +220,6 @@ def _save(
     save_checkpoint(run_dir, step, model, fields, state)
 
 
-def read_metrics_file(path: Path) -> list[dict[str, Any]]:
-    """The rows of a ``metrics.jsonl`` (a torn last line, from a kill, is skipped)."""
-    return read_jsonl(path, missing_ok=True, torn_tail_ok=True)
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
+def _truncate_metrics(run_dir: Path, step: int) -> None:
     """Drop metric rows past the checkpoint being resumed (they are re-run)."""
-    write_jsonl(path, [r for r in read_metrics_file(path) if r["step"] <= step])
+    write_jsonl(run_dir / METRICS_NAME, [r for r in read_metrics(run_dir) if r["step"] <= step])
