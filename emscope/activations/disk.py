@@ -98,10 +98,18 @@ def read_manifest(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], li
     return config, records
 
 
-def _rows(path: str, key_layer: int) -> int:
-    """The row count of a shard, read from its header."""
-    with safe_open(path, "pt") as f:
-        return int(f.get_slice(f"layer.{key_layer}").get_shape()[0])
+def shard_rows(directory: str | os.PathLike[str], records: list[ShardRecord], layer: int) -> list[tuple[str, int]]:
+    """(path, row count) of each shard; paths stay inside `directory`, and older layouts that recorded no
+    row count are read from the shard's header at `layer`."""
+    out = []
+    for r in records:
+        path = str(member(directory, r.file, "shard file"))
+        if r.rows is not None:
+            out.append((path, r.rows))
+            continue
+        with safe_open(path, "pt") as f:
+            out.append((path, int(f.get_slice(f"layer.{layer}").get_shape()[0])))
+    return out
 
 
 def _reusable(record: ShardRecord, old_max: int | None, new_max: int | None, new_limit: int | None) -> bool:
@@ -245,17 +253,18 @@ def load_activations(
     if missing:
         raise ArtifactError(f"{directory} has no layer(s) {missing}; it holds {config['layers']}")
     pool = config["pool"]
-    paths = [str(member(directory, r.file, "shard file")) for r in records]
-    rows = [r.rows if r.rows is not None else _rows(p, wanted[0]) for r, p in zip(records, paths, strict=True)]
+    shards = shard_rows(directory, records, wanted[0])
     whole: dict[int, torch.Tensor] = {}  # filled in place: peak memory is the result plus one tensor
     lengths: list[int] = []
     offset = 0
-    for path, n in zip(paths, rows, strict=True):
+    for path, n in shards:
         with safe_open(path, "pt") as f:
             for layer in wanted:
                 t = f.get_tensor(f"layer.{layer}")
                 if layer not in whole:
-                    whole[layer] = torch.empty(sum(rows), t.shape[-1], dtype=resolve_dtype(dtype or t.dtype))
+                    whole[layer] = torch.empty(
+                        sum(n for _, n in shards), t.shape[-1], dtype=resolve_dtype(dtype or t.dtype)
+                    )
                 whole[layer][offset : offset + n] = t
             if pool == TOKENS:
                 lengths.extend(f.get_tensor("lengths").tolist())

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from emscope.activations.disk import read_manifest
-from emscope.artifacts import member
+from emscope.activations.disk import read_manifest, shard_rows
 from emscope.errors import ArtifactError, ConfigError
 from emscope.runtime import resolve_dtype
 
@@ -70,10 +69,7 @@ class ActivationStream(torch.utils.data.IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.peak_buffer_rows = 0  # the most rows the buffer has held (for sizing memory)
-        self._shards = [
-            (str(member(self.directory, r.file, "shard")), r.rows if r.rows is not None else -1) for r in records
-        ]
-        self._shards = [(path, n if n >= 0 else self._rows(path)) for path, n in self._shards]
+        self._shards = shard_rows(self.directory, records, self.layers[0])
 
     @property
     def n_rows(self) -> int:
@@ -83,10 +79,6 @@ class ActivationStream(torch.utils.data.IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         """Use the order of `epoch` on the next iteration (each epoch has its own order under the same seed)."""
         self.epoch = epoch
-
-    def _rows(self, path: str) -> int:
-        with safe_open(path, "pt") as f:
-            return int(f.get_slice(f"layer.{self.layers[0]}").get_shape()[0])
 
     def _pieces(self, rng: np.random.Generator) -> list[Piece]:
         """This worker's pieces, in the epoch's order."""
