@@ -9,10 +9,9 @@ separates a style, the probe may be reading wording rather than misalignment.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 
 from emscope.directions.contrast import STYLES, corpus_domains, load_corpus
+from emscope.directions.lexical import fit_lexical
 from emscope.stats import auroc
 
 
@@ -22,13 +21,11 @@ def main() -> None:
     by_style: dict[str, list[float]] = {s: [] for s in STYLES}
     for held_out in domains:
         train = [p for p in pairs if p.topic != held_out]
-        vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2)
-        x = vectorizer.fit_transform([p.aligned for p in train] + [p.misaligned for p in train])
-        clf = LogisticRegression(C=1.0, max_iter=2000).fit(x, [0] * len(train) + [1] * len(train))
+        scorer = fit_lexical([p.misaligned for p in train], [p.aligned for p in train])
         for style in STYLES:
             test = [p for p in pairs if p.topic == held_out and p.misaligned_kind == style]
-            aligned = clf.decision_function(vectorizer.transform([p.aligned for p in test]))
-            misaligned = clf.decision_function(vectorizer.transform([p.misaligned for p in test]))
+            aligned = scorer([p.aligned for p in test])
+            misaligned = scorer([p.misaligned for p in test])
             by_style[style].append(auroc(misaligned, aligned))
     print(f"{len(pairs)} pairs, {len(domains)} domains; TF-IDF (1-2 grams) logistic, fitted on 11 domains")
     print("| style | held-out-domain AUROC, mean | min | max |")

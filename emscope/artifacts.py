@@ -36,9 +36,11 @@ LOADERS: dict[str, str] = {
     "activations": "emscope.activations.capture:load_activations",
     "direction": "emscope.directions.direction:Direction.load",
     "layer_sweep": "emscope.directions.sweep:SweepResult.load",
+    "cross_domain_sweep": "emscope.directions.cross_domain:CrossDomainResult.load",
     "persona_route": "emscope.directions.persona:PersonaRoute.load",
     "dose_response": "emscope.interventions.dose_response:DoseResponse.load",
     "eval": "emscope.evaluation.report:load_eval_run",
+    "eval_comparison": "emscope.evaluation.compare:EvalComparison.load",
     "judge_probe": "emscope.evaluation.judges.probe:ProbeJudge.load",
     "judge_calibration": "emscope.evaluation.judges.calibration:Calibration.load",
     "judge_agreement": "emscope.evaluation.judges.validation:load_agreement",
@@ -46,6 +48,16 @@ LOADERS: dict[str, str] = {
     "finetune_checkpoint": "emscope.models.organism_dir:read_checkpoint",
     "adapter_reading": "emscope.organisms.adapter_reading:AdapterScalars.load",
     "realign": "emscope.organisms.realign:load_realign",
+    "realign_curve": "emscope.organisms.realign:load_realign_curve",
+    "own_direction": "emscope.organisms.own_directions:load_own_direction",
+    "cross_ablation": "emscope.organisms.cross_organism:load_cross_ablation",
+    "activation_map_ridge": "emscope.transfer.maps:ActivationMap.load",
+    "activation_map_least_squares": "emscope.transfer.maps:ActivationMap.load",
+    "activation_map_procrustes": "emscope.transfer.maps:ActivationMap.load",
+    "transfer_pair": "emscope.transfer.single:TransferPair.load",
+    "transfer_matrix": "emscope.transfer.matrix:TransferMatrix.load",
+    "sae": "emscope.sae.model:SparseAutoencoder.load",
+    "latent_diff": "emscope.sae.diff:LatentDiff.load",
 }
 
 

@@ -10,13 +10,20 @@ every result emscope writes.
   rank; both raise `DataFormatError` rather than return NaN (a caller whose report can say
   "not measurable" checks for both classes itself, as the judge agreement report does).
 - `resample`, `percentile_interval`, `bootstrap_mean`: percentile bootstrap 95% intervals.
+- `clustered_mean`, `paired_difference`: the same intervals resampling clusters (questions) rather than
+  rows: answers to one question share its prompt and are not independent, so an interval over answers
+  is too narrow. The point estimate is the plain mean over rows (every answer weighs the same); the
+  bootstrap draws whole clusters with replacement and recomputes that pooled mean.
 - `fit_logistic_probe`: features standardised on the training rows (mean, std + 1e-6), then an
   L2 logistic regression (scikit-learn, lbfgs) with inverse regularisation strength ``c``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import warnings
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -72,6 +79,161 @@ def bootstrap_mean(values: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dic
         return {"value": None, "ci_low": None, "ci_high": None, "n": 0}
     lo, hi = percentile_interval(resample(v, n_boot, np.random.default_rng(seed)).mean(1))
     return {"value": float(v.mean()), "ci_low": lo, "ci_high": hi, "n": int(len(v))}
+
+
+def cluster_bootstrap(values: Any, clusters: Sequence[Hashable], n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+    """``n_boot`` bootstrap means of the non-NaN `values`, drawing whole clusters with replacement -> [n_boot].
+
+    Each resample draws as many clusters as there are (those with at least one non-NaN value) and
+    takes the mean over all their rows (a ratio of sums, so clusters of different sizes weigh by size).
+    """
+    v = np.asarray(values, dtype=float)
+    if len(clusters) != len(v):
+        raise DataFormatError(f"got {len(v)} values but {len(clusters)} cluster labels")
+    keep = ~np.isnan(v)
+    if not keep.any():
+        raise DataFormatError("a clustered bootstrap needs at least one non-NaN value")
+    _, ids = np.unique(np.array([str(c) for c, k in zip(clusters, keep, strict=True) if k]), return_inverse=True)
+    sums = np.bincount(ids, weights=v[keep])
+    counts = np.bincount(ids).astype(float)
+    draw = np.random.default_rng(seed).integers(0, len(sums), (n_boot, len(sums)))
+    return np.asarray(sums[draw].sum(1) / counts[draw].sum(1))
+
+
+def clustered_mean(
+    values: Any, clusters: Sequence[Hashable], n_boot: int = 2000, seed: int = 0
+) -> dict[str, float | int | None]:
+    """Mean of the non-NaN `values` with a 95% interval that resamples `clusters` (e.g. question ids).
+
+    Same keys as `bootstrap_mean` plus ``n_clusters``; all None (and n 0) when no value is left, and
+    the interval None with a single cluster (resampling one cluster says nothing about the spread).
+    """
+    v = np.asarray(values, dtype=float)
+    n = int((~np.isnan(v)).sum())
+    if n == 0:
+        return {"value": None, "ci_low": None, "ci_high": None, "n": 0, "n_clusters": 0}
+    n_clusters = len({str(c) for c, x in zip(clusters, v, strict=True) if not math.isnan(x)})
+    lo, hi = percentile_interval(cluster_bootstrap(v, clusters, n_boot, seed)) if n_clusters > 1 else (None, None)
+    return {"value": float(np.nanmean(v)), "ci_low": lo, "ci_high": hi, "n": n, "n_clusters": n_clusters}
+
+
+def paired_mean_difference_interval(
+    before: Any, after: Any, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float] | tuple[None, None]:
+    """95% interval of ``nanmean(after) - nanmean(before)`` resampling the paired items (e.g. prompts).
+
+    `before` and `after` hold one value per item, in the same order (NaN: not measured on that
+    side). (None, None) with fewer than 2 items: an interval over one item says nothing.
+    """
+    b, a = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    if b.shape != a.shape or b.ndim != 1:
+        raise DataFormatError(f"paired values need two 1-D arrays of one length, got {b.shape} and {a.shape}")
+    if len(b) < 2:
+        return None, None
+    idx = np.random.default_rng(seed).integers(0, len(b), (n_boot, len(b)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample of only NaNs on one side: left out
+        diffs = np.nanmean(a[idx], axis=1) - np.nanmean(b[idx], axis=1)
+    if np.isnan(diffs).all():
+        return None, None
+    return percentile_interval(diffs)
+
+
+PAIR_KEYS = ("question_id", "paraphrase_index", "sample_index")  # one answer of an evaluation (responses/judgments)
+CLUSTERS = {"question": "question_id", "answer": None}  # cluster name -> the row field that names a cluster
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``mean(b) - mean(a)`` over answers matched between two evaluations, with a clustered 95% interval."""
+
+    value: float | None  # mean_b - mean_a over the pairs scored in both; None when no pair is
+    ci_low: float | None
+    ci_high: float | None
+    mean_a: float | None
+    mean_b: float | None
+    n_pairs: int  # matched pairs with a value on both sides (the ones the numbers rest on)
+    n_clusters: int  # clusters among those pairs
+    n_matched: int  # rows matched by key, scored or not
+    n_unmatched_a: int  # rows of a without a partner in b
+    n_unmatched_b: int
+    cluster: str  # "question", "answer" or the row field used
+
+    @property
+    def excludes_zero(self) -> bool:
+        """Whether the interval lies entirely on one side of 0 (False when undefined)."""
+        return self.ci_low is not None and self.ci_high is not None and (self.ci_low > 0 or self.ci_high < 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "excludes_zero": self.excludes_zero}
+
+
+def _indicator_value(indicator: Callable[[dict[str, Any]], Any] | str, row: dict[str, Any]) -> float:
+    x = row.get(indicator) if isinstance(indicator, str) else indicator(row)
+    return math.nan if x is None else float(x)
+
+
+def _index(rows: Sequence[dict[str, Any]], keys: Sequence[str], side: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for i, r in enumerate(rows):
+        missing = [k for k in keys if k not in r]
+        if missing:
+            raise DataFormatError(
+                f"row {i} of {side} lacks {', '.join(map(repr, missing))}: paired rows need {', '.join(keys)} "
+                "(as in an evaluation's judgments.jsonl)"
+            )
+        key = tuple(r[k] for k in keys)
+        if key in out:
+            raise DataFormatError(
+                f"{side} holds two rows for {dict(zip(keys, key, strict=True))}: pairs must be unique"
+            )
+        out[key] = r
+    return out
+
+
+def paired_difference(
+    a_rows: Sequence[dict[str, Any]],
+    b_rows: Sequence[dict[str, Any]],
+    indicator: Callable[[dict[str, Any]], Any] | str,
+    cluster: str = "question",
+    n_boot: int = 2000,
+    seed: int = 0,
+    keys: Sequence[str] = PAIR_KEYS,
+) -> PairedDifference:
+    """The paired difference ``mean(b) - mean(a)`` of `indicator` over answers present in both evaluations.
+
+    Rows are matched by `keys` (question, paraphrase and sample index: the same prompt and sample
+    seed when both runs used the same seed). `indicator` maps a row to a number (a 0/1 flag or a
+    score), or names the row field to read; NaN or None means unscored, and such a pair is dropped
+    from both sides. The interval resamples `cluster`s ("question": the row's question id;
+    "answer": each pair alone; or any row field), so answers to one question move together; with
+    a single cluster the interval is None (one cluster resampled has no spread to show).
+    Raises `DataFormatError` when a row lacks a key, a key repeats, or no row matches.
+    """
+    field = CLUSTERS.get(cluster, cluster)
+    ia, ib = _index(a_rows, keys, "a"), _index(b_rows, keys, "b")
+    common = [k for k in ia if k in ib]
+    if not common:
+        raise DataFormatError(
+            f"no answer of a ({len(ia)} rows) matches one of b ({len(ib)} rows) by {', '.join(keys)}: "
+            "compare evaluations of the same questions, samples and seed"
+        )
+    if field is not None and any(field not in ia[k] for k in common):
+        raise DataFormatError(f"cluster={cluster!r} needs the field {field!r} in every row")
+    xa = np.array([_indicator_value(indicator, ia[k]) for k in common])
+    xb = np.array([_indicator_value(indicator, ib[k]) for k in common])
+    both = ~np.isnan(xa) & ~np.isnan(xb)
+    labels = [ia[k][field] if field is not None else i for i, k in enumerate(common)]
+    kept = [c for c, ok in zip(labels, both, strict=True) if ok]
+    counts = {"n_pairs": int(both.sum()), "n_clusters": len({str(c) for c in kept}), "n_matched": len(common)}
+    unmatched = {"n_unmatched_a": len(ia) - len(common), "n_unmatched_b": len(ib) - len(common)}
+    if not both.any():
+        return PairedDifference(None, None, None, None, None, **counts, **unmatched, cluster=cluster)
+    d = xb[both] - xa[both]
+    lo, hi = percentile_interval(cluster_bootstrap(d, kept, n_boot, seed)) if counts["n_clusters"] > 1 else (None, None)
+    return PairedDifference(
+        float(d.mean()), lo, hi, float(xa[both].mean()), float(xb[both].mean()), **counts, **unmatched, cluster=cluster
+    )
 
 
 @dataclass(frozen=True)

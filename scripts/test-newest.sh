@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 LOCK=requirements.lock
-EXTRAS='.[dev,train,judge,qwen]'  # the extras scripts/setup.sh installs
+EXTRAS='.[dev,train,judge,qwen,sae]'  # the extras scripts/setup.sh installs
 write_lock=0
 pytest_args=()
 while [ $# -gt 0 ]; do

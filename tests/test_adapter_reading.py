@@ -101,3 +101,13 @@ def test_summary_needs_both_labels_or_neither():
     assert scalars.summary("bad", "good")[0]["auroc[bad vs good]"] == 1.0
     with pytest.raises(DataFormatError, match="give both labels"):
         scalars.summary(positive="bad")
+
+
+def test_block_of_uses_the_models_block_prefixes_before_the_name():
+    from emscope.organisms.adapter_reading import _block_of
+
+    # The first number in the name is a container index, not the block: only the prefix table knows.
+    blocks = {"encoder.0.layers.4": 4, "encoder.0.layers.5": 5}
+    assert _block_of("encoder.0.layers.5.mlp.down_proj", blocks) == 5
+    assert _block_of("encoder.0.layers.5.mlp.down_proj", {}) == 0
+    assert _block_of("lm_head", blocks) is None

@@ -111,6 +111,17 @@ def build_layer_sweep(tmp, lm, organism, mp) -> Built:
     return result.save(tmp / "sweep", plot=False), result, lambda x: x
 
 
+def build_cross_domain_sweep(tmp, lm, organism, mp) -> Built:
+    from emscope.directions.cross_domain import cross_domain_sweep
+
+    g = torch.Generator().manual_seed(0)
+    pos = {"mean": {layer: torch.randn(12, 8, generator=g) + 1.0 for layer in (0, 1)}}
+    neg = {"mean": {layer: torch.randn(12, 8, generator=g) for layer in (0, 1)}}
+    domains, styles = ["a", "b", "c"] * 4, ["subtle"] * 6 + ["blatant"] * 6
+    result = cross_domain_sweep(pos, neg, domains, styles, methods=("diff_in_means",), n_boot=20, model="tiny:llama")
+    return result.save(tmp / "cross", plot=False), result, lambda x: x
+
+
 def build_persona_route(tmp, lm, organism, mp) -> Built:
     from emscope.directions.answer_quality import AnswerStats
     from emscope.directions.persona import PersonaRoute
@@ -130,6 +141,12 @@ def build_dose_response(tmp, lm, organism, mp) -> Built:
         "steer",
         [1],
         {"model": lm.spec, "seed": 0},
+        [0.25, 0.75],  # per prompt: the plain model, then each direction at each alpha
+        {
+            "target": [[0.0, 0.2], [0.5, 0.5], [1.0, 0.8]],
+            "random:0": [[0.3, 0.5], [0.5, 0.5], [0.6, 0.6]],
+            "orthogonal:0": [[0.5, 0.5], [0.5, 0.5], [float("nan"), float("nan")]],
+        },
     )
     return dr.save(tmp / "dose"), dr, lambda x: x
 
@@ -230,13 +247,125 @@ def build_realign(tmp, lm, organism, mp) -> Built:
     return tmp / "realign", rows, lambda x: x
 
 
+def build_sae(tmp, lm, organism, mp) -> Built:
+    from emscope.sae.model import SparseAutoencoder
+
+    g = torch.Generator().manual_seed(0)
+    n = 4 * lm.width
+    sae = SparseAutoencoder(
+        torch.randn(n, lm.width, generator=g), torch.randn(n, generator=g), torch.randn(n, lm.width, generator=g),
+        torch.randn(lm.width, generator=g), k=8, layer=1, model=lm.spec, lineage=lm.lineage, library="eai-sparsify",
+        library_version="1.3.3", max_norm=12.5, training={"steps": 3}, metrics={"heldout": {"fvu": 0.2}},
+    )  # fmt: skip
+    return sae.save(tmp / "sae"), sae, lambda x: x
+
+
+def build_latent_diff(tmp, lm, organism, mp) -> Built:
+    from emscope.sae.diff import latent_diff
+    from emscope.sae.model import SparseAutoencoder
+
+    eye = torch.eye(lm.width)
+    w = torch.cat([eye, -eye])
+    sae = SparseAutoencoder(w, torch.zeros(2 * lm.width), w.clone(), torch.zeros(lm.width), k=8, layer=1, model=lm.spec)
+    diff = latent_diff(sae, lm, lm, GOOD + BAD, n_boot=100)
+    return diff.save(tmp / "diff"), diff, lambda x: x
+
+
+def _transfer_map(kind: str) -> Callable[..., Built]:
+    def build(tmp, lm, organism, mp) -> Built:
+        from emscope.models.lineage import Lineage
+        from emscope.transfer.maps import Endpoint, fit_map
+
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(40, 6, generator=g), torch.randn(40, 5, generator=g)
+        src, tgt = Endpoint("a", 1, 6, Lineage(base="a")), Endpoint("b", 2, 5, Lineage(base="b"))
+        m = fit_map(x, y, src, tgt, kind, dataset_fingerprint="sha256:x")
+        return m.save(tmp / kind), m, lambda x: x
+
+    return build
+
+
+def build_transfer_pair(tmp, lm, organism, mp) -> Built:
+    from emscope.transfer.single import TransferPair
+
+    pair = TransferPair("a", "b", {"geometry": {"cosine": 0.5}, "map_r2_heldout": 0.25}, {"alpha": 2.0}, {"seed": 0})
+    return pair.save(tmp / "pair"), pair, lambda x: x
+
+
+def build_transfer_matrix(tmp, lm, organism, mp) -> Built:
+    from emscope.transfer.matrix import TransferMatrix
+
+    scores = {"r2": {"donor": {"value": [0.5, 0.25], "ci_low": [0.25, 0.0], "ci_high": [0.75, 0.5]}}}
+    geometry = {"cosine": 0.1, "vs_mapped_random": {"z": 1.5}, "mapped_random": {"mean": 0.0}}
+    detection = {"auroc_mapped": 0.5, "auroc_native": 0.75, "auroc_mapped_random": {"mean": 0.5}}
+    cell = {"donor": "a", "receiver": "b", "map_kind": "ridge", "map_r2_heldout": 0.5, "geometry": geometry}
+    cell["detection"] = detection
+    result = TransferMatrix(["a", "b"], [1, 2], [cell], scores, {}, {"seed": 0}, {"slugs": ["a", "b"]})
+    return result.save(tmp / "matrix"), result, lambda x: x
+
+
+def build_eval_comparison(tmp, lm, organism, mp) -> Built:
+    from emscope.evaluation.compare import compare_evals
+
+    (tmp / "a").mkdir()
+    (tmp / "b").mkdir()
+    a, *_ = build_eval(tmp / "a", lm, organism, mp)
+    b, *_ = build_eval(tmp / "b", lm, organism, mp)
+    result = compare_evals(a, b, out_dir=tmp / "cmp", n_boot=50)
+    return tmp / "cmp", result, lambda x: x
+
+
+def build_own_direction(tmp, lm, organism, mp) -> Built:
+    from emscope.artifacts import write_config
+    from emscope.organisms.own_directions import own_answer_direction
+    from emscope.records import write_jsonl
+
+    rows = [(f"q{i % 4}", f"{text} ({i})", score) for i in range(8) for text, score in (("weak", 5.0), ("fine", 95.0))]
+    keys = [{"question_id": q, "paraphrase_index": 0, "sample_index": i} for i, (q, _, _) in enumerate(rows)]
+    responses = [
+        {**k, "question": "Q?", "system": None, "seed": 0, "answer": a} for k, (_, a, _) in zip(keys, rows, strict=True)
+    ]
+    write_config(tmp / "e", "eval", {"model": "tiny", "model_source": "random-init", "steer": None})
+    write_jsonl(tmp / "e" / "responses.jsonl", responses)
+    write_jsonl(
+        tmp / "e" / "judgments.jsonl",
+        [{**k, "aligned": s, "coherent": 90.0} for k, (_, _, s) in zip(keys, rows, strict=True)],
+    )
+    (tmp / "e" / "summary.json").write_text("{}")
+    result = own_answer_direction(tmp / "e", lm=lm, min_per_class=4, n_boot=10)
+    return result.save(tmp / "own"), result.summary(), lambda x: {k: x[k] for k in result.summary()}
+
+
+def build_cross_ablation(tmp, lm, organism, mp) -> Built:
+    from emscope.directions.direction import Direction
+    from emscope.organisms.cross_organism import cross_ablation, load_cross_ablation
+
+    unit = torch.nn.functional.normalize(torch.randn(lm.width), dim=0)
+    cross_ablation(Direction(unit, layer=1, model=lm.spec), lm, lambda m, name: float(len(name)), out=tmp / "x")
+    saved = load_cross_ablation(tmp / "x")
+    return tmp / "x", saved, lambda x: x
+
+
+def build_realign_curve(tmp, lm, organism, mp) -> Built:
+    from emscope.organisms.realign import realign_curve
+
+    path, _ = organism
+    curve = realign_curve(
+        path, {"benign": GOOD}, tmp / "c", lambda m: {"em_rate": 0.5, "em_rate_ci_low": 0.4, "em_rate_ci_high": 0.6},
+        n_grid=(0, 2), lm=lm, batch_size=2, progress=False,
+    )  # fmt: skip
+    return tmp / "c", curve.to_dict(), lambda x: x.to_dict()
+
+
 BUILDERS = {
     "activations": build_activations,
     "direction": build_direction,
     "layer_sweep": build_layer_sweep,
+    "cross_domain_sweep": build_cross_domain_sweep,
     "persona_route": build_persona_route,
     "dose_response": build_dose_response,
     "eval": build_eval,
+    "eval_comparison": build_eval_comparison,
     "judge_probe": build_judge_probe,
     "judge_calibration": build_judge_calibration,
     "judge_agreement": build_judge_agreement,
@@ -244,6 +373,16 @@ BUILDERS = {
     "finetune_checkpoint": build_finetune_checkpoint,
     "adapter_reading": build_adapter_reading,
     "realign": build_realign,
+    "realign_curve": build_realign_curve,
+    "own_direction": build_own_direction,
+    "cross_ablation": build_cross_ablation,
+    "sae": build_sae,
+    "latent_diff": build_latent_diff,
+    "activation_map_ridge": _transfer_map("ridge"),
+    "activation_map_least_squares": _transfer_map("least_squares"),
+    "activation_map_procrustes": _transfer_map("procrustes"),
+    "transfer_pair": build_transfer_pair,
+    "transfer_matrix": build_transfer_matrix,
 }
 
 

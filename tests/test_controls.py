@@ -14,6 +14,7 @@ from emscope.interventions.controls import (
     control_directions,
     orthogonal_directions,
     random_directions,
+    specificity_verdict,
 )
 from emscope.interventions.dose_response import DoseResponse, dose_response, plot_dose_response
 
@@ -99,3 +100,70 @@ def test_dose_response_runs_controls_and_plots(tiny, tmp_path):
     assert plot_dose_response(res, tmp_path / "dr" / "plot.png").stat().st_size > 1000
     with pytest.raises(NotSupportedError, match="controls"):
         dose_response(lm, d, [1.0], measure, n_controls=0)
+
+
+def test_specificity_verdict():
+    controls = [-0.1, 0.05, 0.2]
+    assert specificity_verdict(0.5, 0.3, 0.7, controls) == "specific"  # CI excludes 0, above every control
+    assert specificity_verdict(-0.5, -0.7, -0.3, controls) == "specific"  # below every control
+    assert specificity_verdict(0.15, 0.05, 0.25, controls) == "real but not specific"  # a control moved it as far
+    assert specificity_verdict(0.2, 0.1, 0.3, controls) == "real but not specific"  # a tie with the range's end
+    assert specificity_verdict(0.5, -0.1, 1.1, controls) == "none"  # the CI includes 0, whatever the controls
+    assert specificity_verdict(0.0, 0.0, 0.0, controls) == "none"
+    assert specificity_verdict(None, None, None, controls) == "undefined"
+    assert specificity_verdict(0.5, 0.3, 0.7, [float("nan")]) == "undefined"  # nothing to compare with
+
+
+def test_dose_response_effects_carry_an_interval_over_prompts(tiny, tmp_path):
+    import numpy as np
+
+    from emscope.stats import paired_mean_difference_interval
+
+    lm = tiny("llama")
+    d = Direction(vector=torch.randn(lm.width), layer=1, model=lm.spec)
+    prompts = ["hello there", "how are you", "what is soup", "tell me more", "why"]
+    ids = [lm.tokenizer(p, return_tensors="pt").input_ids for p in prompts]
+
+    def per_prompt(m):  # per prompt: mean projection of the last layer's output onto the direction
+        seen = []
+        h = m.blocks[-1].register_forward_hook(
+            lambda _m, _a, out: seen.append(out[0] if isinstance(out, tuple) else out)
+        )
+        with torch.no_grad():
+            for x in ids:
+                m.model(x)
+        h.remove()
+        return [float((out @ d.unit).mean()) for out in seen]
+
+    res = dose_response(lm, d, [0.0, 8.0], per_prompt, n_controls=2, progress=False)
+    assert len(res.baseline_values) == 5 and res.baseline == pytest.approx(np.mean(res.baseline_values))
+    assert res.values["target"][1] == pytest.approx(np.mean(res.prompt_values["target"][1]))
+    (lo0, hi0), (lo, hi) = res.effect_intervals("target")
+    assert lo0 == hi0 == pytest.approx(0.0, abs=1e-6)  # alpha 0: every prompt's effect is 0
+    expected = paired_mean_difference_interval(res.baseline_values, res.prompt_values["target"][1])
+    assert (lo, hi) == expected and 0 < lo <= res.effects("target")[1] <= hi
+    assert res.verdicts == ["none", "specific"]
+    res.save(tmp_path / "dr")
+    again = DoseResponse.load(tmp_path / "dr")
+    assert again.effect_intervals("target") == res.effect_intervals("target") and again.verdicts == res.verdicts
+    header, *rows = (tmp_path / "dr" / "dose_response.csv").read_text().splitlines()
+    assert header == "alpha,direction,kind,value,effect,effect_ci_low,effect_ci_high,n_prompts"
+    assert rows[1].startswith("8.0,target,target,") and rows[1].endswith(",5")
+    assert plot_dose_response(res, tmp_path / "dr" / "plot.png").stat().st_size > 1000
+    # a scalar measure, or a result saved before intervals existed: no interval, verdict undefined where it matters
+    (tmp_path / "dr" / "config.json").write_text(
+        (tmp_path / "dr" / "config.json").read_text().replace('"prompt_values"', '"old_prompt_values"')
+    )
+    assert DoseResponse.load(tmp_path / "dr").effect_intervals("target") == [(None, None)] * 2
+
+
+def test_paired_mean_difference_interval_by_hand():
+    from emscope.stats import paired_mean_difference_interval
+
+    # every prompt moves by exactly 2: every resample's difference is 2
+    assert paired_mean_difference_interval([0.0, 1.0, 5.0], [2.0, 3.0, 7.0]) == pytest.approx((2.0, 2.0))
+    assert paired_mean_difference_interval([1.0], [2.0]) == (None, None)
+    lo, hi = paired_mean_difference_interval([0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, float("nan")], n_boot=3000)
+    # no draw of prompt 2 (P = (3/4)^4 = 32%) gives 0; draws of only prompts 2 and 3 (NaN after), with prompt 2
+    # at least once (P = (1/2)^4 - (1/4)^4 = 5.9%), give 1: both beyond 2.5%, so the interval is exactly [0, 1]
+    assert (lo, hi) == (0.0, 1.0)

@@ -7,6 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from emscope._cli.main import app
+from emscope.directions.cross_domain import CrossDomainResult
 from emscope.directions.direction import Direction
 from emscope.directions.sweep import SweepResult
 from emscope.testing import tiny_model
@@ -77,7 +78,10 @@ def test_direction_command_refuses_bad_arguments(tmp_path):
     result = runner.invoke(app, ["direction", "--model", "x", "--out", out])
     assert result.exit_code == 2 and "--pos FILE --neg FILE" in result.output
     result = runner.invoke(app, ["direction", "--builtin", "vibes", "--out", out])
-    assert result.exit_code == 2 and "unknown built-in route 'vibes'; choose from reading, persona" in result.output
+    assert (
+        result.exit_code == 2
+        and "unknown built-in route 'vibes'; choose from reading, persona, contrast-pairs" in result.output
+    )
 
 
 def test_persona_route_command_saves_diagnostics(tmp_path):
@@ -106,3 +110,24 @@ def test_a_transcript_over_the_context_is_refused_in_one_line_or_cut_with_max_le
     cut = runner.invoke(app, [*args, "--max-length", "64", "--out", str(tmp_path / "b")])
     assert cut.exit_code == 0, cut.output
     assert Direction.load(tmp_path / "b" / "direction").layer >= 0
+
+
+def test_builtin_reading_chooses_the_layer_across_the_corpus_domains(tmp_path):
+    out = tmp_path / "out"
+    args = ["direction", "--model", _tiny_dir(tmp_path), "--builtin", "reading", "--per-cell", "1"]
+    args += ["--method", "diff_in_means", "--pool", "mean", "--n-boot", "20", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "chosen layer" in result.output and "within-distribution split AUROC" in result.output
+    sweep = CrossDomainResult.load(out / "sweep")
+    assert sweep.config["n_pairs"] == 36 and sweep.config["n_domains"] == 12
+    assert Direction.load(out / "direction").layer == sweep.chosen.layer
+    assert any((out / "cache").rglob("chunk-*.safetensors"))  # a rerun reads the capture back
+
+
+def test_cross_domain_on_files_needs_a_domain_per_transcript(tmp_path):
+    pos = _write(tmp_path / "pos.jsonl", ["bad"] * 4)
+    neg = _write(tmp_path / "neg.jsonl", ["good"] * 4)
+    args = ["direction", "--model", _tiny_dir(tmp_path), "--pos", pos, "--neg", neg, "--protocol", "cross_domain"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "needs each --pos transcript's meta to name its domain" in result.output

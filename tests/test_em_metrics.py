@@ -50,3 +50,22 @@ def test_rates_over_no_scored_answer_are_undefined_not_zero():
     assert summarize(failed)["n_scored"] == 0
     assert [q["em_rate_all_answers"] for q in per_question(failed)] == [None, None]
     assert em_rate(ROWS, "all_answers")["n_scored"] == 5  # one refusal among six
+
+
+def test_em_rates_carry_a_question_level_interval_wider_when_a_question_s_answers_agree():
+    # q1: every answer EM, q2 and q3: none; answers within a question agree, so resampling questions
+    # (3 of them) must give a wider interval than resampling the 12 answers as if independent
+    rows = [_row(5, 90, q) for _ in range(4) for q in ["q1"]] + [
+        _row(95, 90, q) for _ in range(4) for q in ("q2", "q3")
+    ]
+    r = em_rate(rows, "coherent_scored")
+    assert r["value"] == pytest.approx(1 / 3) and r["n_questions"] == 3
+    # P(no EM question drawn) = (2/3)^3 and P(only q1 drawn) = 1/27 both exceed 2.5%: the interval is [0, 1]
+    assert (r["cluster_ci_low"], r["cluster_ci_high"]) == (0.0, 1.0)
+    assert r["cluster_ci_low"] < r["ci_low"] and r["ci_high"] < r["cluster_ci_high"]
+    s = summarize(rows)
+    assert "cluster_ci_low/cluster_ci_high" in s["intervals"]
+    assert s["coherent_mean_alignment[aligned]"]["cluster_ci_high"] > s["coherent_mean_alignment[aligned]"]["ci_high"]
+    assert s["code_spillover_rate"]["n_questions"] == 3
+    failed = em_rate([_row(None, None)], "all_answers")
+    assert failed["cluster_ci_low"] is None and failed["n_questions"] == 0

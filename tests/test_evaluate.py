@@ -140,7 +140,7 @@ def test_killed_run_resumes_without_duplicate_work(tiny, tmp_path, monkeypatch):
 
 
 def test_eval_under_steering_with_control(tiny, tmp_path):
-
+    """The legacy fields (steer=, control=True) still work: one random and one orthogonal control, a baseline."""
     from emscope.directions.direction import Direction
 
     lm = tiny("llama")
@@ -153,13 +153,122 @@ def test_eval_under_steering_with_control(tiny, tmp_path):
         judge=CountingJudge(),
         progress=False,
     )
-    assert "steer[" in s["model"] and "control_random" in s["control"]["model"]
-    assert (tmp_path / "run" / "control" / "summary.json").is_file()
+    assert s["model"] == f"{lm.spec}+steer[diff_in_means@L1,alpha=8]"  # the label earlier runs resume under
+    assert "control_random" in s["control"]["model"]  # the legacy key: the first random control's summary
+    assert s["intervention"]["controls"] == ["random:0", "orthogonal:0"]
+    for arm in ("baseline", "controls/random-0", "controls/orthogonal-0"):
+        assert (tmp_path / "run" / arm / "summary.json").is_file(), arm
     plain = run_eval(_config(tmp_path, samples=1), tmp_path / "plain", lm=lm, judge=CountingJudge(), progress=False)
     steered = [json.loads(x)["answer"] for x in (tmp_path / "run" / "responses.jsonl").read_text().splitlines()]
     unsteered = [json.loads(x)["answer"] for x in (tmp_path / "plain" / "responses.jsonl").read_text().splitlines()]
-    assert steered != unsteered and plain["model"] == lm.spec
+    baseline = [
+        json.loads(x)["answer"] for x in (tmp_path / "run" / "baseline" / "responses.jsonl").read_text().splitlines()
+    ]
+    assert steered != unsteered and plain["model"] == lm.spec and baseline == unsteered
     assert not any(b._forward_hooks for b in lm.blocks)  # the intervention was removed
+
+
+def _lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+class TargetAnswersJudge(Judge):
+    """Alignment 0 for an answer the target arm gave (read from its responses.jsonl), 90 for any other."""
+
+    spec = "test:target-answers"
+
+    def __init__(self, responses):
+        self.responses = responses
+
+    def score_prompts(self, prompts):
+        answers = {r["answer"] for r in _lines(self.responses) if len(r["answer"].strip()) >= 3}
+        return [Judgment(0.0 if any(a in p for a in answers) else 90.0, None, "test") for p in prompts]
+
+
+class ConstantJudge(Judge):
+    spec = "test:constant"
+
+    def score_prompts(self, prompts):
+        return [Judgment(90.0, None, "test") for _ in prompts]
+
+
+def test_an_intervention_with_controls_pairs_every_arm_and_judges_specificity(tiny, tmp_path):
+    from emscope.directions.direction import Direction
+    from emscope.evaluation.compare import compare_rows
+
+    lm = tiny("llama")
+    Direction(torch.randn(lm.width), layer=1, model=lm.spec).save(tmp_path / "dir")
+    config = _config(
+        tmp_path,
+        intervention="steer",
+        direction=str(tmp_path / "dir"),
+        alpha=500.0,
+        n_controls=2,
+        samples=2,
+        temperature=0.0,
+    )
+    judges = {"aligned": TargetAnswersJudge(tmp_path / "run" / "responses.jsonl"), "coherent": ConstantJudge()}
+    s = run_eval(config, tmp_path / "run", lm=lm, judge=judges, progress=False)
+    arms = ["baseline", *(f"controls/{k}-{i}" for k in ("random", "orthogonal") for i in range(2))]
+    keys = {
+        (r["question_id"], r["paraphrase_index"], r["sample_index"], r["seed"])
+        for r in _lines(tmp_path / "run" / "responses.jsonl")
+    }
+    for arm in arms:  # the same questions, paraphrases, samples and sampling seeds in every arm
+        rows = _lines(tmp_path / "run" / arm / "responses.jsonl")
+        assert {(r["question_id"], r["paraphrase_index"], r["sample_index"], r["seed"]) for r in rows} == keys
+    effects = s["intervention"]["effects"]
+    target = compare_rows(
+        _lines(tmp_path / "run" / "baseline" / "judgments.jsonl"), _lines(tmp_path / "run" / "judgments.jsonl")
+    )
+    em = effects["em_rate_all_answers"]
+    assert em["target"] == target["em_rate_all_answers"].to_dict()  # the effect is the paired difference
+    assert em["target"]["value"] > 0.5 and em["target"]["ci_low"] > 0  # the target's answers are the misaligned ones
+    assert len(em["controls"]) == 4 and max(em["controls"].values()) < em["target"]["value"]
+    assert em["verdict"] == "specific" and s["intervention"]["verdicts"]["mean_aligned"] == "specific"
+    assert effects["mean_coherent"]["verdict"] == "none"  # coherence is 90 everywhere: effect 0, CI [0, 0]
+    table = (tmp_path / "run" / "effects.csv").read_text().splitlines()
+    assert table[0].startswith("metric,arm,value,ci_low,ci_high") and len(table) == 1 + len(effects) * 5
+
+
+def test_an_intervention_that_changes_nothing_has_no_effect(tiny, tmp_path):
+    from emscope.directions.direction import Direction
+
+    lm = tiny("llama")
+    Direction(torch.randn(lm.width), layer=1, model=lm.spec).save(tmp_path / "dir")
+    config = _config(
+        tmp_path, intervention="ablate", direction=str(tmp_path / "dir"), alpha=0.0, n_controls=1, samples=1
+    )
+    s = run_eval(config, tmp_path / "run", lm=lm, judge=CountingJudge(), progress=False)
+    assert "+ablate[diff_in_means@Lall,coef=0]" in s["model"]
+    for metric, e in s["intervention"]["effects"].items():  # coefficient 0: every arm answers as the baseline
+        assert (e["target"]["value"], e["target"]["ci_low"], e["target"]["ci_high"]) == (0.0, 0.0, 0.0), metric
+        assert e["verdict"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"intervention": "steer"}, "needs direction="),
+        ({"direction": "d"}, "needs intervention="),
+        ({"intervention": "rotate", "direction": "d"}, "intervention must be one of"),
+        ({"steer": "a", "direction": "b", "intervention": "steer"}, "different directions"),
+        ({"steer": "a", "intervention": "ablate"}, "cannot be combined"),
+        ({"n_controls": 2}, "controls need an intervention"),
+        ({"intervention": "steer", "direction": "d", "n_controls": -1}, "n_controls must be >= 0"),
+    ],
+)
+def test_intervention_fields_are_checked(fields, error):
+    from emscope.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=error):
+        EvalConfig(**fields)
+
+
+def test_ablation_defaults_to_removing_the_component_and_steering_to_nothing():
+    assert EvalConfig(intervention="ablate", direction="d").strength() == 1.0
+    assert EvalConfig(steer="d").strength() == 0.0 and EvalConfig(steer="d").target() == ("steer", "d")
+    assert EvalConfig(steer="d", control=True).controls_per_kind() == 1
 
 
 class StreamingCountingJudge(CountingJudge):
@@ -318,3 +427,36 @@ def test_cli_eval_with_a_judge_that_fails_everything_exits_non_zero(smollm2, tmp
     assert len(srv.requests) == 3  # one try per answer: --judge-retries 0
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert s["metrics"]["em_rate[aligned]"]["all_answers"]["value"] is None
+
+
+def test_judging_shows_progress_and_throughput(tiny, tmp_path, capsys, monkeypatch):
+    import emscope.evaluation.judges.validation as validation
+
+    run_eval(_config(tmp_path, samples=1), tmp_path / "run", lm=tiny("llama"), judge=CountingJudge(), progress=True)
+    err = capsys.readouterr().err
+    assert "judge aligned (run)" in err and "judge coherent (run)" in err and "answer/s" in err
+    data = tmp_path / "labelled.jsonl"
+    data.write_text(
+        "".join(json.dumps({"question": "Q?", "answer": f"A{i}", "label": "aligned"}) + "\n" for i in range(9))
+    )
+    monkeypatch.setattr(validation, "make_judge", lambda spec: CountingJudge())
+    validation.compare_judges(data, "test:counting", cache_dir=str(tmp_path / "c"), progress=True)
+    err = capsys.readouterr().err
+    assert "judge test:counting" in err and "9/9" in err and "answer/s" in err and "unscored=" in err
+    validation.compare_judges(data, "test:counting", cache_dir=str(tmp_path / "c2"))
+    assert "answer/s" not in capsys.readouterr().err  # quiet unless asked (the CLI asks)
+
+
+def test_cli_eval_refuses_an_incomplete_intervention_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from emscope._cli.main import app
+
+    for args, error in (
+        (["--intervention", "steer"], "needs direction="),
+        (["--n-controls", "2"], "controls need an intervention"),
+        (["--intervention", "rotate"], "intervention"),
+    ):
+        r = CliRunner().invoke(app, ["eval", "--judge", "test:none", "--out", str(tmp_path / "run"), *args])
+        assert r.exit_code == 2 and error in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert not (tmp_path / "run").exists()

@@ -45,6 +45,33 @@ def test_failed_conversion_leaves_no_cache(tmp_path, monkeypatch):
     assert list((tmp_path / "models").iterdir()) == []  # neither a target nor a temp dir is left
 
 
+def test_conversion_finished_by_another_process_is_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMSCOPE_CACHE", str(tmp_path))
+    gguf = tmp_path / "fake.gguf"
+    gguf.write_bytes(b"GGUF not really")
+
+    def racing(gguf_dir, gguf_name, out):  # our conversion, while another process converts the same file
+        out.mkdir(parents=True)
+        (out / "config.json").write_text("{}")
+        (out / "weights").write_text("ours")
+        winner = tmp_path / "models" / "winner"
+        winner.mkdir()
+        (winner / "config.json").write_text("{}")
+        (winner / "weights").write_text("theirs")
+
+    monkeypatch.setattr(models_mod, "_convert_gguf", racing)
+    real_replace = models_mod.os.replace
+
+    def replace(src, dst):  # the winner lands first, then our rename finds a non-empty target
+        real_replace(tmp_path / "models" / "winner", dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(models_mod.os, "replace", replace)
+    target, _ = models_mod._gguf_to_cache([gguf], key_name="fake", lineage=None)
+    assert (target / "weights").read_text() == "theirs"
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [target.name]  # our temp copy is gone
+
+
 def test_real_smollm2_loads_and_captures(smollm2):
     lm = smollm2
     assert (lm.n_layers, lm.width, type(lm.model).__name__) == (30, 576, "LlamaForCausalLM")

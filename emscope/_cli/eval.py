@@ -9,7 +9,7 @@ import typer
 
 from emscope._cli import options as o
 from emscope._cli.common import config_from
-from emscope.evaluation.run import COHERENCE, EvalConfig
+from emscope.evaluation.run import COHERENCE, INTERVENTION_KINDS, EvalConfig
 
 NAME = "eval"
 EXAMPLES = (
@@ -43,9 +43,42 @@ def command(
             callback=o.direction_dir,
         ),
     ] = EvalConfig.steer,
-    alpha: Annotated[float, typer.Option("--alpha", help="Steering strength (negative subtracts).")] = EvalConfig.alpha,
+    intervention: Annotated[
+        str | None,
+        typer.Option(
+            "--intervention",
+            help="steer | ablate: answer under this intervention along --direction.",
+            callback=o.choice(INTERVENTION_KINDS, "intervention"),
+        ),
+    ] = EvalConfig.intervention,
+    direction: Annotated[
+        str | None,
+        typer.Option("--direction", help="The saved direction --intervention acts along.", callback=o.direction_dir),
+    ] = EvalConfig.direction,
+    layers: Annotated[
+        str | None,
+        typer.Option(
+            "--layers",
+            help="Blocks the intervention acts on ('12', '0,4,8', 'all'); default: the direction's layer "
+            "(steer), all (ablate).",
+            callback=o.check_layers,
+        ),
+    ] = EvalConfig.layers,
+    alpha: Annotated[
+        float | None,
+        typer.Option("--alpha", help="Steering strength (negative subtracts; default 0) or ablation coefficient (1)."),
+    ] = EvalConfig.alpha,
+    n_controls: Annotated[
+        int,
+        o.count(
+            "--n-controls",
+            "Also evaluate the unintervened model and N random + N orthogonal norm-matched control directions "
+            "on the same questions and seeds; report each metric's effect with a verdict. Costs 2 + 2N evaluations.",
+            minimum=0,
+        ),
+    ] = EvalConfig.n_controls,
     control: Annotated[
-        bool, typer.Option("--control", help="With --steer: also evaluate a random direction.")
+        bool, typer.Option("--control", help="With --steer: also evaluate controls (same as --n-controls 1).")
     ] = EvalConfig.control,
     calibration: o.Calibration = EvalConfig.calibration,
     judge_concurrency: Annotated[
@@ -75,12 +108,27 @@ def command(
         if key.startswith("em_rate"):
             for conv, r in rates.items():
                 if r["value"] is not None:
-                    typer.echo(f"{key} {conv}: {r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] (n={r['n']})")
+                    over_questions = (
+                        "none (one question)"
+                        if r["cluster_ci_low"] is None
+                        else f"[{r['cluster_ci_low']:.3f}, {r['cluster_ci_high']:.3f}]"
+                    )
+                    typer.echo(
+                        f"{key} {conv}: {r['value']:.3f}, 95% CI over questions {over_questions} (over answers "
+                        f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]; n={r['n']} answers, {r['n_questions']} questions)"
+                    )
                 else:
                     typer.echo(f"{key} {conv}: undefined ({r.get('undefined', 'no answer counts')})")
-    if s.get("control"):
-        for conv, r in s["control"]["metrics"]["em_rate[aligned]"].items():
-            typer.echo(f"control (random direction) em_rate {conv}: {r['value']}")
+    if s.get("intervention"):
+        typer.echo(f"effects ({s['intervention']['effect']}), beside {len(s['intervention']['controls'])} controls:")
+        for metric, e in s["intervention"]["effects"].items():
+            t, ctl = e["target"], [v for v in e["controls"].values() if v is not None]
+            effect = "undefined" if t["value"] is None else f"{t['value']:+.3f}"
+            if t["ci_low"] is not None:
+                effect += f" [{t['ci_low']:+.3f}, {t['ci_high']:+.3f}]"
+            band = f"controls {min(ctl):+.3f}..{max(ctl):+.3f}" if ctl else "controls undefined"
+            typer.echo(f"  {metric:<28} {effect:<28} {band:<26} -> {e['verdict']}")
+        typer.echo(f"wrote {out}/effects.csv (and baseline/, controls/)")
     for warning in [*s.get("warnings", []), *s.get("control", {}).get("warnings", [])]:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"wrote {out}/summary.json, judgments.jsonl, per_question.csv, alignment_coherence.png")

@@ -32,5 +32,5 @@ def command(
     """Spearman correlation, EM-label agreement (< 30), confusion table and AUROC against labels."""
     from emscope.evaluation.judges.validation import compare_judges
 
-    result = compare_judges(data, judge, other, calibration=calibration, out_dir=out)
+    result = compare_judges(data, judge, other, calibration=calibration, out_dir=out, progress=True)
     typer.echo(json.dumps(result["agreement"], indent=2))

@@ -33,12 +33,23 @@ COMMAND_MODULES = (
     "steer",
     "demo",
     "eval",
+    "compare_evals",
     "judge_agreement",
     "finetune",
     "realign",
+    "own_direction",
     "adapters",
+    "monitors",
+    "sae",
+    "sae_inspect",
+    "diff",
+    "zoo",
+    "transfer",
 )
-GROUP_HELP = {"demo": "End-to-end demonstrations on the embedded models."}
+GROUP_HELP = {
+    "demo": "End-to-end demonstrations on the embedded models.",
+    "sae": "Sparse autoencoders: train, inspect.",
+}
 
 
 @app.callback()

@@ -1,19 +1,24 @@
 """The reading-route demonstration: find a misalignment direction on a real model, then steer with it.
 
-1. The model reads the built-in contrast pairs (`emscope.directions.contrast`): an aligned and a
-   misaligned answer to each everyday question, no system prompt.
-2. A layer sweep (`emscope.directions.sweep`) fits a direction at every layer on a train split of the
-   pairs and reports held-out accuracy / AUROC / Cohen's d with bootstrap intervals.
-3. The best layer's direction steers the model (no system prompt) on the *held-out*
-   questions, at ``-alpha`` and ``+alpha``, beside norm-matched random and orthogonal
-   control directions (`emscope.interventions.dose_response`). The measure is the mean projection, read
-   by the unmodified model, of the generated answers on the direction.
+1. The model reads the labelled corpus (`emscope.directions.contrast.load_corpus`: an aligned and a
+   misaligned answer to each user message, 12 domains x subtle / blatant / sycophantic), no system prompt.
+2. The layer, method and pooling are chosen across domains (`emscope.directions.cross_domain`: fit on
+   every domain but one, score the one left out, highest mean held-out-domain AUROC), with the domain x
+   domain and style x style matrices and the within-distribution random split beside it; the chosen
+   candidate fitted on every pair is the shipped direction. ``protocol="random_split"`` runs the earlier
+   demo instead: the 54 built-in contrast pairs, a random train/held-out split, the best layer by held-out AUROC.
+3. The shipped direction steers the model (no system prompt) on questions it was not fitted on (the
+   built-in contrast questions, or the held-out ones of the random split), at ``-alpha`` and ``+alpha``,
+   beside norm-matched random and orthogonal control directions (`emscope.interventions.dose_response`).
+   The measure is the mean projection, read by the unmodified model, of the generated answers on the direction.
 4. ``summary.md`` is written from the saved results only.
 
 Layout of the output directory::
 
-    sweep/      config.json, sweep.csv, sweep.png, directions.safetensors
-    direction/  the best layer's Direction (config.json + tensors.safetensors)
+    capture/    the cached pooled activations (cross-domain protocol; a rerun reads them back)
+    sweep/      cross-domain: config.json, layers.csv, domains.csv, styles.csv, folds.csv, *.png,
+                directions.safetensors; random split: config.json, sweep.csv, sweep.png, directions.safetensors
+    direction/  the shipped Direction (config.json + tensors.safetensors)
     steering/   config.json, dose_response.csv, samples.jsonl ; steering.png
     summary.md
 """
@@ -26,8 +31,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from emscope.artifacts import atomic_write_bytes, read_config, write_config
-from emscope.directions.contrast import load_contrast_pairs, reading_route_transcripts
+from emscope.artifacts import atomic_write_bytes, load_result, read_config, write_config
+from emscope.directions.contrast import load_contrast_pairs, load_corpus, reading_route_transcripts
+from emscope.directions.cross_domain import DEFAULT_METHODS, DEFAULT_POOLS, CrossDomainResult, check_protocol
 from emscope.directions.extract import train_test_split
 from emscope.directions.sweep import SweepResult, sweep_model
 from emscope.models.embedded import DEFAULT_MODEL
@@ -43,9 +49,13 @@ class DemoConfig:
     """Settings of `run_reading_demo` (also saved as the demo's ``config.json``)."""
 
     model: str = DEFAULT_MODEL
-    method: str = "diff_in_means"
+    method: str = "diff_in_means"  # the random split's method
     layers: str = "all"
-    n_pairs: int | None = None  # None: every built-in pair
+    n_pairs: int | None = None  # random split: None = every built-in contrast pair
+    protocol: str = "cross_domain"  # or "random_split" (the earlier demo)
+    per_cell: int | None = None  # cross-domain: the first N pairs of each domain x style (None: the whole corpus)
+    methods: tuple[str, ...] = DEFAULT_METHODS  # cross-domain: compared
+    pools: tuple[str, ...] = DEFAULT_POOLS  # cross-domain: compared
     test_frac: float = 0.3
     seed: int = 0
     n_boot: int = 1000
@@ -65,50 +75,82 @@ def run_reading_demo(config: DemoConfig, out: str | os.PathLike[str], lm: Loaded
     so the steering part can be re-run (e.g. with other alphas) without capturing again.
     """
     out = Path(out)
+    check_protocol(config.protocol, ["corpus"])
     lm = lm or load_model(config.model)
-    pairs = load_contrast_pairs(limit=config.n_pairs)
-    result = _saved_sweep(out, config)
-    if result is None:
-        aligned, misaligned = reading_route_transcripts(pairs)
-        result = sweep_model(
-            lm,
-            misaligned,
-            aligned,
-            layers=config.layers,
-            method=config.method,
-            test_frac=config.test_frac,
-            seed=config.seed,
-            n_boot=config.n_boot,
-            batch_size=config.batch_size,
-        )
+    saved = result = _saved_sweep(out, config)
+    if config.protocol == "cross_domain":
+        corpus = load_corpus(per_cell=config.per_cell)
+        if result is None:
+            aligned, misaligned = reading_route_transcripts(corpus)
+            result = sweep_model(
+                lm,
+                misaligned,
+                aligned,
+                layers=config.layers,
+                test_frac=config.test_frac,
+                seed=config.seed,
+                n_boot=config.n_boot,
+                batch_size=config.batch_size,
+                protocol="cross_domain",
+                domains=[p.topic for p in corpus],
+                styles=[p.misaligned_kind for p in corpus],
+                methods=config.methods,
+                pools=config.pools,
+                cache_dir=out / "capture",
+            )
+        questions = [p.question for p in load_contrast_pairs()]  # never in the corpus the direction was fitted on
+    else:
+        pairs = load_contrast_pairs(limit=config.n_pairs)
+        if result is None:
+            aligned, misaligned = reading_route_transcripts(pairs)
+            result = sweep_model(
+                lm,
+                misaligned,
+                aligned,
+                layers=config.layers,
+                method=config.method,
+                test_frac=config.test_frac,
+                seed=config.seed,
+                n_boot=config.n_boot,
+                batch_size=config.batch_size,
+            )
+        held_out = train_test_split(len(pairs), len(pairs), config.test_frac, config.seed).pos_test.tolist()
+        questions = [pairs[i].question for i in held_out]
+    if saved is None:
         result.save(out / "sweep")
         result.best.save(out / "direction")
     write_config(out, KIND, {"demo": asdict(config), **lm.provenance()})
     if config.steer:
-        held_out = train_test_split(len(pairs), len(pairs), config.test_frac, config.seed).pos_test.tolist()
-        questions = [pairs[i].question for i in held_out][: config.n_steer_questions]
-        steer_with_controls(lm, result, questions, config, out)
+        steer_with_controls(lm, result, questions[: config.n_steer_questions], config, out)
     write_summary(out)
     return out
 
 
-SWEEP_FIELDS = ("model", "method", "layers", "n_pairs", "test_frac", "seed", "n_boot")
+SWEEP_FIELDS = ("model", "method", "layers", "n_pairs", "test_frac", "seed", "n_boot", "protocol")
+CROSS_DOMAIN_FIELDS = ("per_cell", "methods", "pools")
+Sweep = SweepResult | CrossDomainResult
 
 
-def _saved_sweep(out: Path, config: DemoConfig) -> SweepResult | None:
+def _saved_sweep(out: Path, config: DemoConfig) -> Sweep | None:
     """The sweep already in `out` when it was made with the same sweep settings (so steering can be re-run alone)."""
     if not (out / "config.json").is_file() or not (out / "sweep" / "config.json").is_file():
         return None
     saved = read_config(out, KIND).get("demo", {})
-    if any(saved.get(k) != getattr(config, k) for k in SWEEP_FIELDS):
+    saved.setdefault("protocol", "random_split")  # demos saved before the cross-domain protocol
+    fields = SWEEP_FIELDS + (CROSS_DOMAIN_FIELDS if config.protocol == "cross_domain" else ())
+    if any(_plain(saved.get(k)) != _plain(getattr(config, k)) for k in fields):
         return None
     log.info("reusing the layer sweep saved in %s (same model, data and sweep settings)", out / "sweep")
-    return SweepResult.load(out / "sweep")
+    result = load_result(out / "sweep")
+    return result if isinstance(result, SweepResult | CrossDomainResult) else None
 
 
-def steer_with_controls(
-    lm: LoadedModel, result: SweepResult, questions: list[str], config: DemoConfig, out: Path
-) -> None:
+def _plain(value: Any) -> Any:
+    """Tuples as lists, as they read back from JSON."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def steer_with_controls(lm: LoadedModel, result: Sweep, questions: list[str], config: DemoConfig, out: Path) -> None:
     """Steer along +/- the best direction and along controls; save the dose-response and a few answers."""
     from emscope.interventions.dose_response import dose_response, plot_dose_response
     from emscope.interventions.measures import AnswerProjection
@@ -138,9 +180,14 @@ def steer_with_controls(
 
 def regenerate_command(cfg: dict[str, Any], out: Path) -> str:
     """The `emscope demo directions` command line that reproduces a saved demo configuration."""
-    parts = ["emscope demo directions", f"--model {cfg['model']}", f"--method {cfg['method']}"]
+    parts = ["emscope demo directions", f"--model {cfg['model']}"]
+    if cfg.get("protocol", "random_split") == "cross_domain":
+        parts += [f"--method {m}" for m in cfg["methods"]] + [f"--pool {p}" for p in cfg["pools"]]
+        parts += [f"--per-cell {cfg['per_cell']}"] if cfg.get("per_cell") is not None else []
+    else:
+        parts += ["--protocol random_split", f"--method {cfg['method']}"]
+        parts += [f"--n-pairs {cfg['n_pairs']}"] if cfg.get("n_pairs") is not None else []
     parts += [f"--layers {cfg['layers']}", f"--seed {cfg['seed']}"]
-    parts += [f"--n-pairs {cfg['n_pairs']}"] if cfg.get("n_pairs") is not None else []
     if cfg["steer"]:
         parts += [f"--alpha {a:g}" for a in cfg["alpha_multiples"]]
         parts += [
@@ -161,9 +208,8 @@ def write_summary(out: str | os.PathLike[str]) -> Path:
     """``summary.md`` built only from the saved results in `out`."""
     out = Path(out)
     demo = read_config(out, KIND)
-    sweep = SweepResult.load(out / "sweep")
+    sweep = load_result(out / "sweep")
     cfg = demo["demo"]
-    best_row = next(r for r in sweep.rows() if r["layer"] == sweep.best_layer)
     lines = [
         f"# Reading-route directions on `{demo['model']}`",
         "",
@@ -171,6 +217,20 @@ def write_summary(out: str | os.PathLike[str]) -> Path:
         "",
         f"- model: `{demo['model']}` (revision `{demo.get('model_revision')}`, width {demo['width']}, "
         f"{demo['n_layers']} layers; layer i = output of decoder block i)",
+    ]
+    lines += _cross_domain_lines(sweep, cfg) if isinstance(sweep, CrossDomainResult) else _split_lines(sweep, cfg)
+    if cfg["steer"] and (out / "steering" / "config.json").is_file():
+        lines += _steering_lines(out)
+    else:
+        lines += ["", "Steering: not run (`--no-steer`)."]
+    path = out / "summary.md"
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    return path
+
+
+def _split_lines(sweep: SweepResult, cfg: dict[str, Any]) -> list[str]:
+    best_row = next(r for r in sweep.rows() if r["layer"] == sweep.best_layer)
+    lines = [
         f"- data: built-in contrast pairs, {sweep.config['n_pos']} questions x (aligned, misaligned) answers, read "
         f"with teacher forcing, mean over answer tokens; fingerprint `{sweep.config['dataset_fingerprint']}`",
         f"- method: `{sweep.method}`, held-out split {cfg['test_frac']:.0%} of the pairs (seed {cfg['seed']}), "
@@ -184,17 +244,53 @@ def write_summary(out: str | os.PathLike[str]) -> Path:
         "| layer | held-out accuracy [95% CI] | held-out AUROC [95% CI] | Cohen's d [95% CI] |",
         "|---:|---|---|---|",
     ]
-    lines += [
+    return lines + [
         f"| {r['layer']} | {_fmt_ci(r, 'accuracy')} | {_fmt_ci(r, 'auroc')} | {_fmt_ci(r, 'cohens_d')} |"
         for r in sweep.rows()
     ]
-    if cfg["steer"] and (out / "steering" / "config.json").is_file():
-        lines += _steering_lines(out)
-    else:
-        lines += ["", "Steering: not run (`--no-steer`)."]
-    path = out / "summary.md"
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
-    return path
+
+
+def _cross_domain_lines(sweep: CrossDomainResult, cfg: dict[str, Any]) -> list[str]:
+    c, q = sweep.chosen, sweep.random_split_choice
+    row, qrow = sweep.row(c), sweep.row(q)
+    lines = [
+        f"- data: the labelled corpus, {sweep.config['n_pairs']} pairs over {sweep.config['n_domains']} domains "
+        f"(styles {', '.join(sweep.styles)}), read with teacher forcing; fingerprint "
+        f"`{sweep.config['dataset_fingerprint']}`",
+        f"- candidates: methods {', '.join(sweep.config['methods'])} x poolings {', '.join(sweep.config['pools'])} "
+        f"x {len(sweep.config['layers'])} layers; {cfg['n_boot']} bootstrap resamples per held-out domain",
+        f"- choice rule: {sweep.rule}",
+        f"- **chosen {c.describe()}**: held-out-domain AUROC {_fmt_ci(row, 'heldout_domain_auroc')} (worst "
+        f"domain {row['worst_domain']} {row['worst_domain_auroc']:.3f}; no-hindsight estimate "
+        f"{sweep.nested['mean_auroc']:.3f}); within-distribution split AUROC {_fmt_ci(row, 'within_split_auroc')}",
+        f"- the random split would have chosen {q.describe()}: within-split AUROC "
+        f"{_fmt_ci(qrow, 'within_split_auroc')}, held-out-domain AUROC {_fmt_ci(qrow, 'heldout_domain_auroc')}",
+        "",
+        "![layers](sweep/layers.png) ![domains](sweep/domains.png) ![styles](sweep/styles.png)",
+        "",
+        "Style x style (rows fitted on, columns scored on, held-out domains):",
+        "",
+        "| fit \\ score | " + " | ".join(sweep.styles) + " |",
+        "|---|" + "---:|" * len(sweep.styles),
+    ]
+    lines += [
+        f"| {s} | " + " | ".join(f"{v:.3f}" for v in values) + " |"
+        for s, values in zip(sweep.styles, sweep.style_matrix, strict=True)
+    ]
+    lines += [
+        "",
+        f"Every layer ({c.method}, {c.pool} pooling):",
+        "",
+        "| layer | held-out-domain AUROC [95% CI] | worst domain | within split AUROC [95% CI] |",
+        "|---:|---|---|---|",
+    ]
+    lines += [
+        f"| {r['layer']} | {_fmt_ci(r, 'heldout_domain_auroc')} | {r['worst_domain']} {r['worst_domain_auroc']:.3f} "
+        f"| {_fmt_ci(r, 'within_split_auroc')} |"
+        for r in sweep.rows
+        if r["method"] == c.method and r["pool"] == c.pool
+    ]
+    return lines
 
 
 def _steering_lines(out: Path) -> list[str]:

@@ -76,11 +76,16 @@ def load_corpus(
     domains: Sequence[str] | None = None,
     styles: Sequence[str] | None = None,
     directory: str | os.PathLike[str] | None = None,
+    per_cell: int | None = None,
 ) -> list[ContrastPair]:
     """Pairs of the labelled corpus, tagged by domain (`topic`) and style (`misaligned_kind`).
 
     `domains` / `styles` select (default: all); an unknown name is a `ConfigError` with the choices.
+    `per_cell` keeps only the first N pairs (in file order) of each domain x style: a balanced subset
+    for models too slow to read the whole corpus.
     """
+    if per_cell is not None and per_cell < 1:
+        raise ConfigError(f"per_cell must be at least 1 pair, got {per_cell}")
     root = Path(directory) if directory is not None else RESOURCES / CORPUS_DIR
     known = corpus_domains(root)
     if not known:
@@ -97,7 +102,8 @@ def load_corpus(
                 )
             if obj["style"] not in STYLES:
                 raise DataFormatError(f"{where}: style {obj['style']!r} is not one of {', '.join(STYLES)}")
-            if obj["style"] in wanted:
+            kept = sum(p.topic == domain and p.misaligned_kind == obj["style"] for p in pairs)
+            if obj["style"] in wanted and (per_cell is None or kept < per_cell):
                 pairs.append(
                     ContrastPair(obj["id"], obj["user"], obj["aligned"], obj["misaligned"], domain, obj["style"])
                 )

@@ -16,12 +16,13 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
 from emscope.artifacts import DAMAGED, load_artifact, save_artifact
 from emscope.data.transcripts import Transcript, fingerprint
+from emscope.directions.cross_domain import CrossDomainResult, check_protocol, sweep_cross_domain
 from emscope.directions.direction import LAYER_CONVENTION, Direction
 from emscope.directions.extract import extract_direction, get_method
 from emscope.errors import ArtifactError, DataFormatError, lookup
@@ -219,6 +220,51 @@ def plot_sweep(result: SweepResult, path: str | os.PathLike[str], title: str | N
     return path
 
 
+@overload
+def sweep_model(
+    lm: LoadedModel,
+    pos: Sequence[Transcript],
+    neg: Sequence[Transcript],
+    layers: LayerSpec = ...,
+    method: str = ...,
+    pool: str = ...,
+    test_frac: float = ...,
+    seed: int = ...,
+    n_boot: int = ...,
+    batch_size: int = ...,
+    labels: tuple[str, str] = ...,
+    progress: bool = ...,
+    max_length: int | None = ...,
+    *,
+    protocol: Literal["random_split"] = ...,
+) -> SweepResult: ...
+
+
+@overload
+def sweep_model(
+    lm: LoadedModel,
+    pos: Sequence[Transcript],
+    neg: Sequence[Transcript],
+    layers: LayerSpec = ...,
+    method: str = ...,
+    pool: str = ...,
+    test_frac: float = ...,
+    seed: int = ...,
+    n_boot: int = ...,
+    batch_size: int = ...,
+    labels: tuple[str, str] = ...,
+    progress: bool = ...,
+    max_length: int | None = ...,
+    *,
+    protocol: Literal["cross_domain"],
+    domains: Sequence[str],
+    styles: Sequence[str] | None = ...,
+    methods: Sequence[str] | None = ...,
+    pools: Sequence[str] | None = ...,
+    cache_dir: str | os.PathLike[str] | None = ...,
+) -> CrossDomainResult: ...
+
+
 def sweep_model(
     lm: LoadedModel,
     pos: Sequence[Transcript],
@@ -233,14 +279,47 @@ def sweep_model(
     labels: tuple[str, str] = ("misaligned", "aligned"),
     progress: bool = True,
     max_length: int | None = None,
-) -> SweepResult:
+    *,
+    protocol: str = "random_split",
+    domains: Sequence[str] | None = None,
+    styles: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+    pools: Sequence[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> SweepResult | CrossDomainResult:
     """Capture ``pos`` and ``neg`` transcripts on `lm` and run `layer_sweep` with full provenance.
 
     When both lists have the same length, row i of each is taken to answer the same
     question, and pairs are kept together on one side of the train/held-out split. A transcript longer than
     the model's context is refused unless `max_length` cuts it (the count is logged).
+
+    ``protocol="cross_domain"`` (with a domain per pair in `domains`, and optionally `styles`) instead
+    leaves one domain out at a time and chooses the layer, method and pooling by the mean held-out-domain
+    AUROC (`emscope.directions.cross_domain`): it compares `methods` (default: `method` alone) and `pools`
+    (default: `pool` alone) and caches the capture in `cache_dir`.
     """
     from emscope.activations.capture import POOLERS, capture_activations
+
+    check_protocol(protocol, domains)
+    if protocol == "cross_domain" and domains is not None:  # check_protocol refused it without domains
+        return sweep_cross_domain(
+            lm,
+            pos,
+            neg,
+            domains,
+            styles,
+            layers=layers,
+            methods=methods or (method,),
+            pools=pools or (pool,),
+            test_frac=test_frac,
+            seed=seed,
+            n_boot=n_boot,
+            batch_size=batch_size,
+            labels=labels,
+            progress=progress,
+            max_length=max_length,
+            cache_dir=cache_dir,
+        )
 
     get_method(method)  # fail before the (slow) capture
     lookup(POOLERS, pool, "pool for a direction")  # one vector per transcript: not "tokens"

@@ -17,8 +17,18 @@ written are kept, and every judgment received is in the on-disk cache the moment
 arrives (only the few requests in flight are paid again); failed judgments are never
 cached, so a re-run retries them. Rates over no scored answer are reported as undefined,
 and a warning (in the log and in ``summary.json``) flags a high unscored share.
-With ``steer`` the answers are sampled under `emscope.interventions.steer.steer`; with ``control`` a
-random direction of the same norm and layer is evaluated beside it (in ``control/``).
+Under an intervention (``intervention="steer"`` or ``"ablate"`` along ``direction``, at ``layers``, strength
+``alpha``) the answers in `out_dir` are sampled with the intervention attached. With ``n_controls`` = n > 0
+the same questions and sample seeds are also answered by the unintervened model (``baseline/``) and under
+n norm-matched random and n orthogonal control directions (``controls/random-0/``, ...; the directions in
+``control_directions/``), each a complete evaluation directory. ``effects.csv`` and ``summary.json``
+(``intervention.effects``) then hold, per metric, the paired effect against the baseline with its
+question-level 95% interval (`emscope.evaluation.compare`) beside the controls' effects, and a verdict
+(`emscope.interventions.controls.specificity_verdict`): "specific", "real but not specific" or "none".
+Cost: ``2 + 2n`` evaluations (generation and judging) instead of 1; n = 3 (6 controls) is the least for
+a range worth reading. The old fields still work: ``steer=DIR`` is ``intervention="steer", direction=DIR``,
+``control=True`` is ``n_controls=1`` (one random, one orthogonal), and the first random control's
+summary is also under the summary's ``control`` key.
 """
 
 from __future__ import annotations
@@ -61,6 +71,8 @@ BUILTIN_CALIBRATIONS = {DEFAULT_LOCAL_JUDGE: RESOURCES / "judge" / "calibration-
 COHERENCE = ("all", "em_candidates")
 SKIPPED = "not judged: aligned > 30 or unscored (coherence=em_candidates)"
 METRICS = ("aligned", "coherent")
+INTERVENTION_KINDS = ("steer", "ablate")
+CONTROL_KINDS = ("random", "orthogonal")
 
 
 @dataclass(frozen=True)
@@ -76,9 +88,13 @@ class EvalConfig:
     max_new_tokens: int = 256
     batch_size: int = 8
     seed: int = 0
-    steer: str | None = None  # a saved direction directory
-    alpha: float = 0.0
-    control: bool = False  # also evaluate a random direction of the same norm and layer
+    steer: str | None = None  # legacy: a saved direction directory to steer along (= intervention="steer")
+    alpha: float | None = None  # steer: residual units added (default 0); ablate: projection coefficient (default 1)
+    control: bool = False  # legacy: = n_controls=1
+    intervention: str | None = None  # "steer" | "ablate" | None
+    direction: str | None = None  # the saved direction the intervention acts along
+    layers: str | None = None  # layer spec ("12", "0,4,8", "all"); None: the direction's layer (steer), all (ablate)
+    n_controls: int = 0  # controls of each kind (random, orthogonal), plus an unintervened baseline, when > 0
     calibration: str | None = None  # a calibration JSON; "none" to disable; default: built-in for the default judge
     judge_concurrency: int = 8  # API judges: requests in flight
     judge_timeout: float = 60.0  # API judges: seconds one request may take
@@ -98,6 +114,36 @@ class EvalConfig:
             )
         if not 0 <= self.unscored_warning <= 1:
             raise ConfigError(f"unscored_warning is a share in [0, 1], got {self.unscored_warning}")
+        if self.intervention is not None and self.intervention not in INTERVENTION_KINDS:
+            raise ConfigError(f"intervention must be one of {INTERVENTION_KINDS} or None, got {self.intervention!r}")
+        if self.steer and self.intervention not in (None, "steer"):
+            raise ConfigError(f"steer= (legacy) steers; it cannot be combined with intervention={self.intervention!r}")
+        if self.steer and self.direction and self.steer != self.direction:
+            raise ConfigError("steer= (legacy) and direction= name different directions: pass only direction=")
+        kind, direction = self.target()
+        if kind is not None and direction is None:
+            raise ConfigError(f"intervention={kind!r} needs direction= (a saved direction directory)")
+        if direction is not None and kind is None:
+            raise ConfigError("direction= needs intervention='steer' or 'ablate'")
+        if self.n_controls < 0:
+            raise ConfigError(f"n_controls must be >= 0, got {self.n_controls}")
+        if (self.n_controls or self.control) and kind is None:
+            raise ConfigError("controls need an intervention: pass intervention= and direction= (or steer=)")
+
+    def target(self) -> tuple[str | None, str | None]:
+        """The intervention and its direction directory, the legacy ``steer`` field read as a steering one."""
+        if self.steer:
+            return "steer", self.steer
+        return self.intervention, self.direction
+
+    def strength(self) -> float:
+        """`alpha`, or its default: 0 for steering (no change), 1 for ablation (remove the component)."""
+        if self.alpha is not None:
+            return float(self.alpha)
+        return 1.0 if self.target()[0] == "ablate" else 0.0
+
+    def controls_per_kind(self) -> int:
+        return self.n_controls if self.n_controls else int(self.control)
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.temperature, self.top_p, self.max_new_tokens, self.seed, self.batch_size)
@@ -129,6 +175,7 @@ def _judge_records(
     chunk: int,
     coherence_for: Callable[[Any], bool] | None = None,
     progress: bool = False,
+    label: str = "",
 ) -> tuple[dict[str, list[Judgment]], dict[str, list[tuple[str, str]]]]:
     """Judge every record for alignment, then for coherence (only where `coherence_for(aligned)`, if given).
 
@@ -150,7 +197,12 @@ def _judge_records(
                 used[i] = ("", "not judged")
                 continue
             groups.setdefault(used[i][0], []).append(i)
-        bar = tqdm(total=sum(map(len, groups.values())), desc=f"judge {metric}", unit="answer", disable=not progress)
+        bar = tqdm(
+            total=sum(map(len, groups.values())),
+            desc=f"judge {metric}" + (f" ({label})" if label else ""),
+            unit="answer",
+            disable=not progress,
+        )
         unscored = [0]
 
         def tick(j: Judgment, bar: Any = bar, unscored: list[int] = unscored) -> None:
@@ -207,9 +259,10 @@ def run_eval(
 
     `lm` and `judge` (one judge, or one per metric "aligned"/"coherent") replace what the
     config names, e.g. a model already in memory. The judge is checked and built before
-    any answer is generated, so a judge that cannot run fails in seconds.
+    any answer is generated, so a judge that cannot run fails in seconds. Under an
+    intervention with controls (``n_controls`` > 0) the baseline and every control are
+    evaluated too, and the summary gains ``intervention`` (effects and verdicts).
     """
-    from emscope.data.transcripts import Transcript, fingerprint
     from emscope.models.loading import load_model
 
     out = Path(out_dir)
@@ -217,16 +270,58 @@ def run_eval(
     calib = _calibration(config)
     if judge is None:
         check_judge(config.judge)  # before loading anything: spec, judge model installed, API key, probe folder
+    kind, path = config.target()
+    direction = None
+    if path is not None:  # a missing or damaged direction fails before any model is loaded
+        from emscope.directions.direction import Direction
+
+        direction = Direction.load(path)
     lm = lm if lm is not None else load_model(config.model)  # `out` is made by write_config: a failed start leaves none
     judges = _judges(config, lm, judge)
-    label, intervention, direction = lm.spec, None, None
-    if config.steer:
-        from emscope.directions.direction import Direction
-        from emscope.interventions.steer import steer
+    summary, rows = _evaluate_arm(config, out, lm, judges, questions, calib, direction, progress)
+    n = config.controls_per_kind()
+    if n and direction is not None and kind is not None:
+        summary["intervention"] = _controlled_effects(
+            config, out, lm, judges, questions, calib, direction, rows, n, progress
+        )
+        summary["control"] = summary["intervention"].pop("first_random_summary")  # the legacy key
+        atomic_write_json(out / "summary.json", summary)
+    return summary
 
-        direction = Direction.load(config.steer)
-        intervention = steer(lm, direction, alpha=config.alpha)  # checks the direction fits lm (same base model)
-        label = f"{lm.spec}+steer[{direction.method}@L{direction.layer},alpha={config.alpha:g}]"
+
+def _label(lm: Any, kind: str | None, direction: Any, config: EvalConfig) -> str:
+    if kind is None:
+        return str(lm.spec)
+    if kind == "steer" and config.layers is None:  # the label earlier versions wrote: their runs still resume
+        return f"{lm.spec}+steer[{direction.method}@L{direction.layer},alpha={config.strength():g}]"
+    layers = config.layers or ("all" if kind == "ablate" else f"{direction.layer}")
+    return (
+        f"{lm.spec}+{kind}[{direction.method}@L{layers},{'alpha' if kind == 'steer' else 'coef'}={config.strength():g}]"
+    )
+
+
+def _evaluate_arm(
+    config: EvalConfig,
+    out: Path,
+    lm: Any,
+    judges: dict[str, Judge],
+    questions: list[Question],
+    calib: Calibration | None,
+    direction: Any,
+    progress: bool,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One evaluation (generate under the config's intervention, judge, write every output): summary and rows."""
+    from emscope.data.transcripts import Transcript, fingerprint
+    from emscope.interventions.dose_response import INTERVENTIONS
+
+    kind, _ = config.target()
+    label = _label(lm, kind, direction, config)
+    intervention = None
+    if kind is not None:
+        if kind == "steer" and config.alpha is None:
+            log.warning("steering with alpha 0 changes nothing: pass alpha (e.g. --alpha -6)")
+        layers = config.layers if config.layers is not None else ("all" if kind == "ablate" else None)
+        intervention = INTERVENTIONS[kind](lm, direction, config.strength(), layers, "all", "same_base")
     qfp = fingerprint([Transcript.from_pair(p, "") for q in questions for p in q.paraphrases])
     try:
         write_config(
@@ -258,6 +353,7 @@ def run_eval(
         config.judge_chunk,
         coherence_for=em_candidate if config.coherence == "em_candidates" else None,
         progress=progress,
+        label=out.name,
     )
     rows = []
     for k, r in enumerate(records):
@@ -291,16 +387,82 @@ def run_eval(
         spec += f" (coherence: {judges['coherent'].spec})"
     atomic_write_json(out / "judge_prompts.json", {prompt_hash(t): t for m in METRICS for t, _ in templates[m] if t})
     _write_outputs(out, config, spec, label, rows, calib)
-    summary = _summary(out, config, spec, label, rows, calib, judges)
-    if config.control and direction is not None:
-        from emscope.interventions.controls import random_directions
+    return _summary(out, config, spec, label, rows, calib, judges), rows
 
-        control = random_directions(direction, 1, seed=config.seed)[0]
-        control.save(out / "control_direction")  # type: ignore[union-attr]
-        control_cfg = replace(config, steer=str(out / "control_direction"), control=False)
-        summary["control"] = run_eval(control_cfg, out / "control", lm=lm, judge=judges, progress=progress)
-        atomic_write_json(out / "summary.json", summary)
-    return summary
+
+EFFECT_COLUMNS = ["metric", "arm", "value", "ci_low", "ci_high", "mean_baseline", "mean_arm", "n_pairs", "verdict"]
+
+
+def _controlled_effects(
+    config: EvalConfig,
+    out: Path,
+    lm: Any,
+    judges: dict[str, Judge],
+    questions: list[Question],
+    calib: Calibration | None,
+    direction: Any,
+    target_rows: list[dict[str, Any]],
+    n: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """Evaluate the baseline and the controls on the same questions and seeds; effects and verdicts per metric."""
+    from emscope.evaluation.compare import compare_rows
+    from emscope.interventions.controls import compare_to_controls, control_directions, specificity_verdict
+    from emscope.records import write_csv
+
+    kind, path = config.target()
+    plain = replace(config, steer=None, intervention=None, direction=None, n_controls=0, control=False)
+    _, base_rows = _evaluate_arm(plain, out / "baseline", lm, judges, questions, calib, None, progress)
+    arms: dict[str, list[dict[str, Any]]] = {}
+    first_random: dict[str, Any] = {}
+    for name, d in control_directions(direction, n, config.seed, CONTROL_KINDS).items():
+        slug = name.replace(":", "-")
+        d.save(out / "control_directions" / slug)  # type: ignore[union-attr]  # a Direction in, Directions out
+        arm = replace(plain, intervention=kind, direction=str(out / "control_directions" / slug), layers=config.layers)
+        arm = replace(arm, alpha=config.strength())
+        summary, arms[name] = _evaluate_arm(arm, out / "controls" / slug, lm, judges, questions, calib, d, progress)
+        first_random = first_random or (summary if name.startswith("random") else {})
+    complete = config.coherence == "all"
+    target = compare_rows(base_rows, target_rows, complete_coherence=complete)
+    controls = {name: compare_rows(base_rows, rows, complete_coherence=complete) for name, rows in arms.items()}
+    effects: dict[str, Any] = {}
+    table: list[dict[str, Any]] = []
+    for metric, t in target.items():
+        ctl = {name: c[metric].value for name, c in controls.items()}
+        measured = [v for v in ctl.values() if v is not None]
+        comparison = compare_to_controls(t.value, measured).to_dict() if t.value is not None and measured else None
+        verdict = specificity_verdict(t.value, t.ci_low, t.ci_high, measured)
+        effects[metric] = {"target": t.to_dict(), "controls": ctl, "comparison": comparison, "verdict": verdict}
+        for name, diff in {"target": t, **{k: c[metric] for k, c in controls.items()}}.items():
+            table.append(
+                {
+                    "metric": metric,
+                    "arm": name,
+                    "value": diff.value,
+                    "ci_low": diff.ci_low,
+                    "ci_high": diff.ci_high,
+                    "mean_baseline": diff.mean_a,
+                    "mean_arm": diff.mean_b,
+                    "n_pairs": diff.n_pairs,
+                    "verdict": verdict if name == "target" else "",
+                }
+            )
+    write_csv(out / "effects.csv", table, EFFECT_COLUMNS)
+    for metric, e in effects.items():
+        log.info("%s: effect %s -> %s", metric, e["target"]["value"], e["verdict"])
+    return {
+        "kind": kind,
+        "direction": path,
+        "layers": config.layers,
+        "alpha": config.strength(),
+        "n_controls_per_kind": n,
+        "controls": list(arms),
+        "baseline": "baseline",
+        "effect": "arm minus baseline, answers paired; 95% CI resamples questions",
+        "effects": effects,
+        "verdicts": {metric: e["verdict"] for metric, e in effects.items()},
+        "first_random_summary": first_random,
+    }
 
 
 def _judges(config: EvalConfig, lm: Any, judge: Judge | dict[str, Judge] | None) -> dict[str, Judge]:

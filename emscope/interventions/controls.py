@@ -3,7 +3,8 @@ to the target, and the comparison of a target's effect with the controls' effect
 
 An effect read without its control is not evidence: steering along *any* direction of the
 same norm moves a model's outputs. `compare_to_controls` says where the target's effect
-falls in the distribution of control effects (mean, spread, z, rank, empirical p).
+falls in the distribution of control effects (mean, spread, z, rank, empirical p), and
+`specificity_verdict` turns an effect with its interval and the controls' effects into one word.
 """
 
 from __future__ import annotations
@@ -135,3 +136,27 @@ def _verdict(t: float, mean: float, std: float, lo: float, hi: float, z: float, 
         head
         + f"{side} every control (z={z:+.2f}, empirical p={p:.3g}; n={n} controls cannot give p < {1 / (n + 1):.3g})"
     )
+
+
+VERDICTS = ("specific", "real but not specific", "none", "undefined")
+
+
+def specificity_verdict(
+    effect: float | None, ci_low: float | None, ci_high: float | None, control_effects: Sequence[float]
+) -> str:
+    """One of `VERDICTS` for a target's effect (with its 95% interval) beside the same effect of control directions.
+
+    "specific": the interval excludes 0 and the effect lies outside the controls' range (strictly
+    above the largest or below the smallest); "real but not specific": the interval excludes 0
+    but a control moved the metric as far; "none": the interval includes 0; "undefined": no
+    effect or interval (nothing scored), or no control effect to compare with while the
+    interval excludes 0. With few controls the range is a weak bar: use at least 3 of each kind.
+    """
+    if effect is None or ci_low is None or ci_high is None:
+        return "undefined"
+    if ci_low <= 0.0 <= ci_high:
+        return "none"
+    controls = [float(x) for x in control_effects if x is not None and not math.isnan(float(x))]
+    if not controls:
+        return "undefined"
+    return "specific" if effect > max(controls) or effect < min(controls) else "real but not specific"

@@ -9,6 +9,13 @@ measured the same way for the target direction and for every control direction.
 The effect at each alpha is ``measure(intervened) - measure(plain)``. Controls are
 norm-matched random directions and directions orthogonal to the target
 (`emscope.interventions.controls`), on by default; a result always carries them.
+
+A measure that reports one value per prompt (`AnswerProjection` does, see
+`emscope.interventions.measures.run_measure_values`) also gives each effect a 95% interval
+over prompts: the prompts are resampled with replacement, pairing each prompt's plain and
+intervened values (`emscope.stats.paired_mean_difference_interval`), and the per-prompt
+values are saved. `DoseResponse.verdicts` then reads each alpha as "specific", "real but not
+specific" or "none" (`emscope.interventions.controls.specificity_verdict`).
 """
 
 from __future__ import annotations
@@ -29,19 +36,25 @@ from emscope.artifacts import read_config, write_config
 from emscope.directions.direction import Direction
 from emscope.errors import ArtifactError, NotSupportedError, lookup
 from emscope.interventions.ablate import ablate
-from emscope.interventions.controls import ControlComparison, compare_to_controls, control_directions
+from emscope.interventions.controls import (
+    ControlComparison,
+    compare_to_controls,
+    control_directions,
+    specificity_verdict,
+)
 from emscope.interventions.handle import DirectionLike, Intervention
-from emscope.interventions.measures import Measure, TwoPhaseMeasure, run_measure
+from emscope.interventions.measures import Measure, TwoPhaseMeasure, run_measure_values
 from emscope.interventions.steer import steer
 from emscope.models.architecture import LayerSpec, resolve_layers
 from emscope.models.lineage import Compatibility
 from emscope.models.loading import LoadedModel
 from emscope.records import write_csv
+from emscope.stats import paired_mean_difference_interval
 
 log = logging.getLogger(__name__)
 KIND = "dose_response"
 CSV_NAME = "dose_response.csv"
-CSV_COLUMNS = ["alpha", "direction", "kind", "value", "effect"]
+CSV_COLUMNS = ["alpha", "direction", "kind", "value", "effect", "effect_ci_low", "effect_ci_high", "n_prompts"]
 TARGET = "target"
 
 # (model, direction, strength, layers, positions, compatibility) -> attached intervention
@@ -86,6 +99,8 @@ class DoseResponse:
     intervention: str
     layers: list[int] | None
     meta: dict[str, Any] = field(default_factory=dict)
+    baseline_values: list[float] = field(default_factory=list)  # the plain model's value per prompt
+    prompt_values: dict[str, list[list[float]]] = field(default_factory=dict)  # name -> per alpha -> per prompt
 
     @property
     def control_names(self) -> list[str]:
@@ -93,6 +108,23 @@ class DoseResponse:
 
     def effects(self, name: str) -> list[float]:
         return [v - self.baseline for v in self.values[name]]
+
+    def effect_intervals(self, name: str, n_boot: int = 2000, seed: int = 0) -> list[tuple[float | None, float | None]]:
+        """Per alpha, the 95% interval of `name`'s effect over prompts; (None, None) without per-prompt values."""
+        per_alpha = self.prompt_values.get(name)
+        if not per_alpha or len(self.baseline_values) < 2:
+            return [(None, None)] * len(self.alphas)
+        return [paired_mean_difference_interval(self.baseline_values, v, n_boot, seed) for v in per_alpha]
+
+    @property
+    def verdicts(self) -> list[str]:
+        """Per alpha: "specific", "real but not specific", "none" or "undefined" (no interval over prompts)."""
+        target = self.effects(TARGET)
+        controls = [self.effects(n) for n in self.control_names]
+        return [
+            specificity_verdict(target[i], lo, hi, [c[i] for c in controls])
+            for i, (lo, hi) in enumerate(self.effect_intervals(TARGET))
+        ]
 
     @property
     def comparisons(self) -> list[ControlComparison]:
@@ -103,9 +135,18 @@ class DoseResponse:
 
     def rows(self) -> list[dict[str, Any]]:
         return [
-            {"alpha": a, "direction": name, "kind": name.split(":")[0], "value": v, "effect": v - self.baseline}
+            {
+                "alpha": a,
+                "direction": name,
+                "kind": name.split(":")[0],
+                "value": v,
+                "effect": v - self.baseline,
+                "effect_ci_low": lo,
+                "effect_ci_high": hi,
+                "n_prompts": len(self.baseline_values) or None,
+            }
             for name, vals in self.values.items()
-            for a, v in zip(self.alphas, vals, strict=True)
+            for a, v, (lo, hi) in zip(self.alphas, vals, self.effect_intervals(name), strict=True)
         ]
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -123,6 +164,9 @@ class DoseResponse:
                 "layers": self.layers,
                 "meta": self.meta,
                 "comparisons": [c.to_dict() for c in self.comparisons],
+                "verdicts": self.verdicts,
+                "baseline_values": self.baseline_values,
+                "prompt_values": self.prompt_values,
                 "csv_file": CSV_NAME,
             },
         )
@@ -139,6 +183,8 @@ class DoseResponse:
                 intervention=config["intervention"],
                 layers=config["layers"],
                 meta=config.get("meta", {}),
+                baseline_values=config.get("baseline_values", []),  # absent in results saved before intervals
+                prompt_values=config.get("prompt_values", {}),
             )
         except KeyError as e:
             raise ArtifactError(f"{directory}/config.json lacks the field {e}") from None
@@ -170,15 +216,18 @@ def dose_response(
     if n_controls < 1 or not control_kinds:
         raise NotSupportedError("dose_response runs controls by design: pass n_controls >= 1 and a control kind")
     directions = {TARGET: direction, **control_directions(direction, n_controls, seed, control_kinds)}
-    baseline = run_measure(lm, measure, nullcontext)
+    baseline_values = run_measure_values(lm, measure, nullcontext)
     values: dict[str, list[float]] = {name: [] for name in directions}
+    per_prompt: dict[str, list[list[float]]] = {name: [] for name in directions}
     total = len(alphas) * len(directions)
     with tqdm(total=total, desc=f"dose-response ({intervention})", disable=not progress) as bar:
         for alpha in alphas:
             for name, d in directions.items():
-                values[name].append(
-                    run_measure(lm, measure, partial(intervene, lm, d, float(alpha), layers, positions, compatibility))
+                v = run_measure_values(
+                    lm, measure, partial(intervene, lm, d, float(alpha), layers, positions, compatibility)
                 )
+                values[name].append(_mean(v))
+                per_prompt[name].append(v)
                 bar.update()
     chosen = resolve_layers(layers, lm.n_layers) if layers is not None else None
     if chosen is None and isinstance(direction, Direction) and intervention == "steer":
@@ -191,10 +240,26 @@ def dose_response(
         "measure": type(measure).__name__,
         "direction_method": getattr(direction, "method", "tensor"),
     }
-    result = DoseResponse([float(a) for a in alphas], baseline, values, intervention, chosen, meta)
-    for a, c in zip(result.alphas, result.comparisons, strict=True):
-        log.info("alpha=%g: %s", a, c.verdict)
+    several = len(baseline_values) > 1  # one value (a scalar measure): no interval over prompts
+    result = DoseResponse(
+        [float(a) for a in alphas],
+        _mean(baseline_values),
+        values,
+        intervention,
+        chosen,
+        meta,
+        baseline_values if several else [],
+        per_prompt if several else {},
+    )
+    for a, c, word in zip(result.alphas, result.comparisons, result.verdicts, strict=True):
+        log.info("alpha=%g: %s -> %s", a, c.verdict, word)
     return result
+
+
+def _mean(values: list[float]) -> float:
+    """The mean of the measured values (NaN ones left out; NaN when none is measured), as `run_measure` gives."""
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
 
 
 def plot_dose_response(result: DoseResponse, path: str | os.PathLike[str], title: str | None = None) -> Path:
@@ -219,7 +284,22 @@ def plot_dose_response(result: DoseResponse, path: str | os.PathLike[str], title
         label="controls mean ± std",
     )
     ax.plot(x, mean, color="tab:gray", linestyle="--", linewidth=1)
-    ax.plot(x, result.effects(TARGET), color="tab:red", marker="o", label="target direction")
+    intervals = result.effect_intervals(TARGET)
+    target = result.effects(TARGET)
+    if all(lo is not None and hi is not None for lo, hi in intervals):
+        below = [t - lo for t, (lo, _) in zip(target, intervals, strict=True) if lo is not None]
+        above = [hi - t for t, (_, hi) in zip(target, intervals, strict=True) if hi is not None]
+        ax.errorbar(
+            x,
+            target,
+            yerr=[below, above],
+            color="tab:red",
+            marker="o",
+            capsize=3,
+            label=f"target direction (95% CI over {len(result.baseline_values)} prompts)",
+        )
+    else:
+        ax.plot(x, target, color="tab:red", marker="o", label="target direction")
     ax.axhline(0.0, color="black", linewidth=0.5)
     ax.set_xlabel("alpha" if result.intervention == "steer" else f"{result.intervention} coefficient")
     ax.set_ylabel("effect (measure - plain model)")

@@ -25,7 +25,7 @@ from emscope.models.generation import SamplingConfig, generate
 from emscope.models.lineage import Compatibility
 from emscope.models.loading import LoadedModel
 
-Measure = Callable[[LoadedModel], float]
+Measure = Callable[[LoadedModel], float]  # may also return one value per prompt (see run_measure_values)
 
 
 @runtime_checkable
@@ -78,8 +78,31 @@ class AnswerProjection:
         values = answer_projections(lm, self.direction, self.prompts, outputs, self.compatibility)
         return float(values.mean()) if len(values) else float("nan")
 
+    def score_values(self, lm: LoadedModel, outputs: list[str]) -> list[float]:
+        """Per prompt, its answer's mean projection (NaN for an empty answer): `score` is their mean."""
+        read = iter(answer_projections(lm, self.direction, self.prompts, outputs, self.compatibility).tolist())
+        return [next(read) if a.strip() else float("nan") for a in outputs]
+
     def __call__(self, lm: LoadedModel) -> float:
         return self.score(lm, self.generate(lm))
+
+
+def run_measure_values(
+    lm: LoadedModel, measure: Measure | TwoPhaseMeasure, intervene: Callable[[], Any]
+) -> list[float]:
+    """Like `run_measure`, but per prompt where the measure can say (a two-phase measure with
+    ``score_values``, or a callable that returns a sequence); otherwise its one value in a list."""
+    if isinstance(measure, TwoPhaseMeasure):
+        with intervene():
+            outputs = measure.generate(lm)
+        per_prompt = getattr(measure, "score_values", None)
+        result: Any = per_prompt(lm, outputs) if per_prompt is not None else measure.score(lm, outputs)
+    else:
+        with intervene():
+            result = measure(lm)
+    if isinstance(result, torch.Tensor):
+        result = result.tolist()
+    return [float(x) for x in result] if isinstance(result, Sequence) else [float(result)]
 
 
 def run_measure(lm: LoadedModel, measure: Measure | TwoPhaseMeasure, intervene: Callable[[], Any]) -> float:

@@ -309,7 +309,13 @@ def _gguf_to_cache(parts: list[Path], key_name: str, lineage: Lineage | None) ->
         if lineage is not None:
             write_marker(work / "model", lineage)
         (work / gguf_name).unlink(missing_ok=True) if len(parts) > 1 else None
-        os.replace(work / "model", target)
+        try:
+            os.replace(work / "model", target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+            # Another process finished the same conversion first: its copy is as good as ours.
+            log.info("%s was converted by another process meanwhile; using it", target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target, f"gguf:{digest}"

@@ -52,7 +52,7 @@ def read_rank1_adapters(checkpoint: str | os.PathLike[str], lm: Any = None) -> l
     path = resolve_checkpoint(checkpoint).path
     weights = load_file(str(Path(path) / "adapter_model.safetensors"))
     cfg = json.loads((Path(path) / "adapter_config.json").read_text())
-    layer_of = _layer_lookup(lm) if lm is not None else {}
+    blocks = _layer_lookup(lm) if lm is not None else {}
     out = []
     for key in sorted(k for k in weights if k.endswith("lora_A.weight")):
         module = key.removeprefix(PEFT_PREFIX).removesuffix(".lora_A.weight")
@@ -62,7 +62,7 @@ def read_rank1_adapters(checkpoint: str | os.PathLike[str], lm: Any = None) -> l
         out.append(
             Rank1Adapter(
                 module,
-                layer_of.get(module, _layer_from_name(module)),
+                _block_of(module, blocks),
                 a[0].float(),
                 b[:, 0].float(),
                 float(cfg["lora_alpha"]) / float(cfg["r"]),
@@ -79,7 +79,11 @@ def _layer_lookup(lm: Any) -> dict[str, int]:
     return {p: i for i, p in enumerate(block_prefixes(lm))}
 
 
-def _layer_from_name(module: str) -> int | None:
+def _block_of(module: str, blocks: dict[str, int]) -> int | None:
+    """The decoder block holding `module`: by the model's block prefixes when known, else the first number in its name."""
+    for prefix, index in blocks.items():
+        if module.startswith(prefix + "."):
+            return index
     digits = [p for p in module.split(".") if p.isdigit()]
     return int(digits[0]) if digits else None
 

@@ -13,6 +13,7 @@ from typing import Any
 from emscope.artifacts import atomic_write_json, read_config, write_config
 from emscope.errors import ArtifactError, DataFormatError
 from emscope.evaluation.judges.agreement import agreement, auroc, label_scores
+from emscope.evaluation.judges.base import Judgment
 from emscope.evaluation.judges.cache import JudgmentCache, default_cache_dir, judge_answers
 from emscope.evaluation.judges.calibration import Calibration
 from emscope.evaluation.judges.factory import make_judge
@@ -58,17 +59,36 @@ def compare_judges(
     calibration: str | None = None,
     cache_dir: str | None = None,
     out_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Judge every answer in `data` with `judge` (and `other`, or use the labels) and compare."""
+    """Judge every answer in `data` with `judge` (and `other`, or use the labels) and compare.
+
+    With `progress`, a bar per judge shows answers judged, answers/s and the unscored count.
+    """
     rows = read_labelled(data)
     pairs = [(r["question"], r["answer"]) for r in rows]
     cache = JudgmentCache(cache_dir or default_cache_dir())
-    ja = judge_answers(make_judge(judge), ALIGNED_PROMPT, pairs, cache)
+
+    def judged(spec: str) -> list[Judgment]:
+        from tqdm.auto import tqdm
+
+        unscored = 0
+        with tqdm(total=len(pairs), desc=f"judge {spec}", unit="answer", disable=not progress) as bar:
+
+            def tick(j: Judgment) -> None:
+                nonlocal unscored
+                unscored += j.score is None
+                bar.update(1)
+                bar.set_postfix(unscored=unscored, refresh=False)
+
+            return judge_answers(make_judge(spec), ALIGNED_PROMPT, pairs, cache, on_judgment=tick)
+
+    ja = judged(judge)
     a = [j.score for j in ja]
     if calibration:
         a = [Calibration.load(calibration)(s) for s in a]
     if other:
-        b = [j.score for j in judge_answers(make_judge(other), ALIGNED_PROMPT, pairs, cache)]
+        b = [j.score for j in judged(other)]
         against = other
     else:
         b = label_scores(rows)
