@@ -79,3 +79,10 @@ def test_demo_random_split_writes_every_result_and_a_summary(tiny, tmp_path, cap
         run_reading_demo(replace(config, steer=False, alpha_multiples=(2.0,)), out, lm=lm)
     assert "reusing the layer sweep" in caplog.text
     assert (out / "sweep" / "directions.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_the_demo_ships_a_direction_it_can_steer_with():
+    from emscope.demos.directions import DemoConfig
+
+    # Measured on SmolLM2: the logistic probe's direction detects best but steers no further than controls.
+    assert DemoConfig().methods == ("diff_in_means",)
