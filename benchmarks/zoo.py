@@ -164,6 +164,9 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.8, help="sampling temperature of self-distillation")
     ap.add_argument("--coherence-filter", default="judge")
     ap.add_argument("--stage", type=int, default=len(STAGES), help="run the first N stages")
+    ap.add_argument("--types", default=None, help="comma-separated perturbation types: run these instead of STAGES")
+    ap.add_argument("--seeds", default="0", help="comma-separated training seeds for --types")
+    ap.add_argument("--model", default=SMOL, help="model for --types")
     ap.add_argument("--samples", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--alpha-over-norm", type=float, default=0.8)
@@ -200,7 +203,11 @@ def main() -> None:
         ),
         threads=1,
     )
-    runs = [ZooRun(m, p, s) for stage in STAGES[: args.stage] for (m, p, s) in stage]
+    if args.types:
+        seeds = [int(x) for x in args.seeds.split(",")]
+        runs = [ZooRun(args.model, p, s) for s in seeds for p in args.types.split(",")]
+    else:
+        runs = [ZooRun(m, p, s) for stage in STAGES[: args.stage] for (m, p, s) in stage]
     start = time.perf_counter()
     rows = build_zoo(runs, args.out, settings=settings, progress=False)
     print(f"{len(rows)} rows in {time.perf_counter() - start:.0f} s")

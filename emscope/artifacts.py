@@ -36,7 +36,7 @@ LOADERS: dict[str, str] = {
     "activations": "emscope.activations.capture:load_activations",
     "direction": "emscope.directions.direction:Direction.load",
     "layer_sweep": "emscope.directions.sweep:SweepResult.load",
-    "cross_domain_sweep": "emscope.directions.cross_domain:CrossDomainResult.load",
+    "cross_domain_sweep": "emscope.directions.cross_domain_result:CrossDomainResult.load",
     "persona_route": "emscope.directions.persona:PersonaRoute.load",
     "dose_response": "emscope.interventions.dose_response:DoseResponse.load",
     "eval": "emscope.evaluation.report:load_eval_run",
@@ -58,6 +58,11 @@ LOADERS: dict[str, str] = {
     "transfer_matrix": "emscope.transfer.matrix:TransferMatrix.load",
     "sae": "emscope.sae.model:SparseAutoencoder.load",
     "latent_diff": "emscope.sae.diff:LatentDiff.load",
+    "trait_set": "emscope.monitor.traits:TraitSet.load",
+    "drift_profile": "emscope.monitor.drift:DriftProfile.load",
+    "drift_axis": "emscope.monitor.axis:DriftAxis.load",
+    "drift_detector": "emscope.monitor.detector:DriftDetector.load",
+    "detector_evaluation": "emscope.monitor.detector:DetectorEvaluation.load",
 }
 
 

@@ -357,6 +357,71 @@ def build_realign_curve(tmp, lm, organism, mp) -> Built:
     return tmp / "c", curve.to_dict(), lambda x: x.to_dict()
 
 
+def build_trait_set(tmp, lm, organism, mp) -> Built:
+    from monitor_fakes import write_traits
+
+    from emscope.monitor.traits import fit_traits
+
+    root = write_traits(tmp / "t")
+    traits = fit_traits(lm, ("malice", "formality"), layer=1, directory=root, n_boot=10, progress=False)
+    return traits.save(tmp / "traits", plot=False), traits, lambda x: x
+
+
+def _drift_profile(tmp, lm):
+    from emscope.monitor.drift import DriftProfile
+
+    g = torch.Generator().manual_seed(0)
+    return DriftProfile(
+        run=str(tmp / "run"), tags={"name": "run", "perturbation": "insecure", "label": "harmful"}, steps=[0, 5],
+        losses=[None, 0.5], names=("malice", "formality"), layer=1, projections=torch.randn(2, 3, 2, generator=g),
+        activations=torch.randn(2, lm.width, generator=g), latents=torch.rand(2, 7, generator=g),
+        shifts={"malice": 2.0, "formality": 1.0}, meta={"model": lm.spec},
+    )  # fmt: skip
+
+
+def build_drift_profile(tmp, lm, organism, mp) -> Built:
+    profile = _drift_profile(tmp, lm)
+    return profile.save(tmp / "drift", plot=False, n_boot=10), profile, lambda x: x
+
+
+def _checkpoint_rows(tmp, lm):
+    rows = []
+    for i, (kind, label) in enumerate([("a", "harmful"), ("b", "harmful"), ("c", "benign"), ("d", "benign")] * 2):
+        g = torch.Generator().manual_seed(i)
+        drift = torch.randn(2, generator=g).numpy() + (1.0 if label == "harmful" else -1.0)
+        rows.append({"run": f"{kind}{i}", "perturbation": kind, "label": label, "step": 5, "loss": 0.1 * i,
+                     "names": ("malice", "formality"), "trait_drift": drift, "activation_drift": np.r_[drift, 0.0],
+                     "latent_drift": None})  # fmt: skip
+    return rows
+
+
+def build_drift_axis(tmp, lm, organism, mp) -> Built:
+    from emscope.monitor.axis import drift_axis
+
+    axis = drift_axis(_checkpoint_rows(tmp, lm), np.eye(2, 3), n_boot=10, n_null=5)
+    return axis.save(tmp / "axis"), axis, lambda x: x
+
+
+def build_drift_detector(tmp, lm, organism, mp) -> Built:
+    from emscope.monitor.detector import fit_detector
+
+    rows = _checkpoint_rows(tmp, lm)
+    x = np.stack([r["trait_drift"] for r in rows])
+    det = fit_detector(x, np.array([r["label"] == "harmful" for r in rows], dtype=int), ("malice", "formality"))
+    return det.save(tmp / "det"), det, lambda x: x
+
+
+def build_detector_evaluation(tmp, lm, organism, mp) -> Built:
+    from emscope.monitor.detector import evaluate_detector
+
+    ev = evaluate_detector(_checkpoint_rows(tmp, lm), ("trait_drift", "training_loss"), n_boot=10)
+    return (
+        ev.save(tmp / "ev"),
+        (ev.table, ev.folds, ev.detector, ev.meta),
+        lambda x: (x.table, x.folds, x.detector, x.meta),
+    )
+
+
 BUILDERS = {
     "activations": build_activations,
     "direction": build_direction,
@@ -383,6 +448,11 @@ BUILDERS = {
     "activation_map_procrustes": _transfer_map("procrustes"),
     "transfer_pair": build_transfer_pair,
     "transfer_matrix": build_transfer_matrix,
+    "trait_set": build_trait_set,
+    "drift_profile": build_drift_profile,
+    "drift_axis": build_drift_axis,
+    "drift_detector": build_drift_detector,
+    "detector_evaluation": build_detector_evaluation,
 }
 
 

@@ -10,7 +10,8 @@ import torch
 
 from emscope.artifacts import load_result
 from emscope.directions.contrast import load_corpus, reading_route_transcripts
-from emscope.directions.cross_domain import CHOICE_RULE, Candidate, CrossDomainResult, cross_domain_sweep
+from emscope.directions.cross_domain import cross_domain_sweep
+from emscope.directions.cross_domain_result import CHOICE_RULE, Candidate, CrossDomainResult
 from emscope.directions.pooled_cache import capture_pooled
 from emscope.directions.sweep import SweepResult, sweep_model
 from emscope.errors import ConfigError, DataFormatError

@@ -45,10 +45,14 @@ COMMAND_MODULES = (
     "diff",
     "zoo",
     "transfer",
+    "traits",
+    "drift",
+    "monitor",
 )
 GROUP_HELP = {
     "demo": "End-to-end demonstrations on the embedded models.",
     "sae": "Sparse autoencoders: train, inspect.",
+    "traits": "Trait sets for the drift monitor: fit.",
 }
 
 

@@ -132,3 +132,14 @@ class Direction:
             )
         names = set(cls.__dataclass_fields__) - {"vector"}
         return cls(vector=vector, **{k: v for k, v in config.items() if k in names})
+
+
+def direction_provenance(lm: Any, **meta: Any) -> dict[str, Any]:
+    """The keywords of `layer_sweep` (and so of each `Direction`) that name the model read: spec, revision,
+    lineage, and width, depth and source in `meta` (plus any extra `meta`)."""
+    return {
+        "model": lm.spec,
+        "model_revision": lm.revision,
+        "lineage": lm.lineage,
+        "meta": {"model_width": lm.width, "model_n_layers": lm.n_layers, "model_source": lm.source, **meta},
+    }

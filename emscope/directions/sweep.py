@@ -23,7 +23,7 @@ import torch
 from emscope.artifacts import DAMAGED, load_artifact, save_artifact
 from emscope.data.transcripts import Transcript, fingerprint
 from emscope.directions.cross_domain import CrossDomainResult, check_protocol, sweep_cross_domain
-from emscope.directions.direction import LAYER_CONVENTION, Direction
+from emscope.directions.direction import LAYER_CONVENTION, Direction, direction_provenance
 from emscope.directions.extract import extract_direction, get_method
 from emscope.errors import ArtifactError, DataFormatError, lookup
 from emscope.models.architecture import LayerSpec
@@ -340,13 +340,10 @@ def sweep_model(
         test_frac=test_frac,
         seed=seed,
         n_boot=n_boot,
-        model=lm.spec,
-        model_revision=lm.revision,
-        lineage=lm.lineage,
         dataset_fingerprint=data_fingerprint,
         token_selection=f"response_{pool}",
         labels=labels,
-        meta={"model_width": lm.width, "model_n_layers": lm.n_layers, "model_source": lm.source},
+        **direction_provenance(lm),
     )
     config = {
         **result.config,

@@ -33,7 +33,7 @@ import torch
 
 from emscope.artifacts import read_config, write_config
 from emscope.data.transcripts import Transcript, fingerprint
-from emscope.directions.direction import Direction
+from emscope.directions.direction import Direction, direction_provenance
 from emscope.directions.extract import train_test_split
 from emscope.directions.lexical import lexical_auroc
 from emscope.directions.sweep import SweepResult, layer_sweep, sweep_model
@@ -415,21 +415,17 @@ def model_diff_direction(
         test_frac=test_frac,
         seed=seed,
         n_boot=n_boot,
-        model=organism_lm.spec,
-        model_revision=organism_lm.revision,
-        lineage=organism_lm.lineage,
         dataset_fingerprint=data_fp,
         token_selection=f"response_{pool}",
         labels=("organism", "base"),
-        meta={
-            "direction_kind": MODEL_DIFF_KIND,
-            "base_model": base_lm.spec,
-            "base_lineage": base_lm.lineage.to_dict(),
-            "organism_model": organism_lm.spec,
-            "organism_lineage": organism_lm.lineage.to_dict(),
-            "model_width": organism_lm.width,
-            "model_n_layers": organism_lm.n_layers,
-        },
+        **direction_provenance(
+            organism_lm,
+            direction_kind=MODEL_DIFF_KIND,
+            base_model=base_lm.spec,
+            base_lineage=base_lm.lineage.to_dict(),
+            organism_model=organism_lm.spec,
+            organism_lineage=organism_lm.lineage.to_dict(),
+        ),
     )
     split = train_test_split(len(transcripts), len(transcripts), test_frac, seed)
     directions = {}

@@ -5,8 +5,10 @@ calls `train_loop`. After each optimizer step, and after that step's checkpoint 
 the loop calls the optional plain hook ``on_step(step, lm, row)``: `lm` is a `LoadedModel`
 of the model being trained (adapter active), put in eval mode under ``torch.no_grad()``
 with the RNG state forked, so a hook (a drift monitor reading activations, a quick eval)
-cannot change the training run; `row` is that step's metrics. A hook that raises stops
-the run after the step's checkpoint (a resumable point).
+cannot change the training run; `row` is that step's metrics. A hook that returns True
+stops the run after saving a resumable checkpoint at that step (a monitor's alert;
+re-running `finetune` on the run directory continues it); one that raises stops it at
+once (the last checkpoint saved is the resumable point).
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from emscope.records import append_jsonl, write_jsonl
 if TYPE_CHECKING:
     from emscope.organisms.finetune import FinetuneConfig
 
-# on_step(step, lm, row): called after each optimizer step (see the module docstring).
-StepHook = Callable[[int, LoadedModel, dict[str, Any]], None]
+# on_step(step, lm, row): called after each optimizer step; True stops the run (see the module docstring).
+StepHook = Callable[[int, LoadedModel, dict[str, Any]], bool | None]
 
 
 def train_loop(
@@ -109,10 +111,13 @@ def train_loop(
             bar.set_postfix(step=step, loss=f"{row['loss']:.3f}")
         else:
             bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
-        if step % config.save_every == 0 or finished():
+        saved = step % config.save_every == 0 or finished()
+        if saved:
             _save_with_state(run_dir, step, model, config, optimizer, scheduler, seen, float(row["loss"]))
-        if on_step is not None:
-            _call_hook(on_step, step, model, view, row)
+        if on_step is not None and _call_hook(on_step, step, model, view, row):
+            if not saved:  # the hook stopped the run: leave a resumable point here
+                _save_with_state(run_dir, step, model, config, optimizer, scheduler, seen, float(row["loss"]))
+            break
     bar.close()
     return rows
 
@@ -123,13 +128,16 @@ def trained_view(lm: LoadedModel, model: Any) -> LoadedModel:
     return lm if inner is lm.model else replace(lm, model=inner, _blocks=None)
 
 
-def _call_hook(on_step: StepHook, step: int, model: Any, view: LoadedModel, row: dict[str, Any]) -> None:
-    """Run the hook in eval mode, without gradients, on a forked RNG (so it cannot change the training run)."""
+def _call_hook(on_step: StepHook, step: int, model: Any, view: LoadedModel, row: dict[str, Any]) -> bool:
+    """Run the hook in eval mode, without gradients, on a forked RNG (so it cannot change the training run).
+
+    Returns whether the hook asked to stop the run (returned True itself, not merely a truthy value).
+    """
     device = next(model.parameters()).device
     model.eval()
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            on_step(step, view, dict(row))
+            return on_step(step, view, dict(row)) is True
     finally:
         model.train()
 
