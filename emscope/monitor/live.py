@@ -26,8 +26,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +39,7 @@ from emscope.models.lineage import Compatibility
 from emscope.models.loading import LoadedModel
 from emscope.monitor.projections import trait_projections
 from emscope.records import append_jsonl, read_jsonl, write_jsonl
+from emscope.runtime import reading_mode
 from emscope.stats import paired_mean_difference_interval
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ class TraitMonitor:
         return None if self.detector is None else float(self.detector.score(drift))
 
     def _project(self, lm: LoadedModel) -> torch.Tensor:
-        with _reading(lm.model):
+        with reading_mode(lm.model):
             return (
                 trait_projections(
                     lm, self.traits, self.probes, batch_size=self.batch_size, compatibility=self.compatibility
@@ -280,16 +280,3 @@ class TraitMonitor:
             write_jsonl(self.path, kept)
         append_jsonl(self.path, [row])
         self._last_step = row["step"]
-
-
-@contextmanager
-def _reading(model: Any) -> Iterator[None]:
-    """Eval mode, no gradients, a forked RNG: reading the model cannot change the training run."""
-    was_training = model.training
-    device = next(model.parameters()).device
-    model.eval()
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            yield
-    finally:
-        model.train(was_training)

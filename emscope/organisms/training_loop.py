@@ -27,6 +27,7 @@ from emscope.models.organism_dir import METRICS_NAME, Checkpoint, list_checkpoin
 from emscope.organisms.checkpoints import load_trainer_state, save_checkpoint
 from emscope.organisms.examples import IGNORE_INDEX, Example, collate, example_order, response_loss_sum
 from emscope.records import append_jsonl, write_jsonl
+from emscope.runtime import reading_mode
 
 if TYPE_CHECKING:
     from emscope.organisms.finetune import FinetuneConfig
@@ -133,13 +134,8 @@ def _call_hook(on_step: StepHook, step: int, model: Any, view: LoadedModel, row:
 
     Returns whether the hook asked to stop the run (returned True itself, not merely a truthy value).
     """
-    device = next(model.parameters()).device
-    model.eval()
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            return on_step(step, view, dict(row)) is True
-    finally:
-        model.train()
+    with reading_mode(model):
+        return on_step(step, view, dict(row)) is True
 
 
 def _restore(model: Any, optimizer: Any, scheduler: Any, checkpoint: Checkpoint) -> tuple[int, dict[str, int]]:
