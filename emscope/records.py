@@ -41,6 +41,16 @@ def dumps_line(row: Any) -> str:
     return json.dumps(row, ensure_ascii=False) + "\n"
 
 
+def require_text_fields(where: str, obj: Any, fields: Sequence[str]) -> dict[str, Any]:
+    """`obj` (one JSONL line, read at `where`) as a dict whose `fields` are non-empty strings; else a one-line error."""
+    if not isinstance(obj, dict):
+        raise DataFormatError(f"{where}: expected a JSON object with {list(fields)}")
+    missing = [k for k in fields if not isinstance(obj.get(k), str) or not obj[k].strip()]
+    if missing:
+        raise DataFormatError(f"{where}: missing or empty field(s) {missing}; each line needs {list(fields)}")
+    return obj
+
+
 def iter_jsonl(path: str | os.PathLike[str], *, torn_tail_ok: bool = False) -> Iterator[tuple[str, Any]]:
     """Yield ``("file:line", value)`` for each non-blank line; a line that is not JSON raises with its number.
 

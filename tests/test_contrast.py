@@ -78,3 +78,10 @@ def test_persona_route_on_a_tiny_model_strips_the_system_prompt(tiny, caplog):
     assert diag["ok"] == route.ok and diag[MISALIGNED]["n"] == 2
     with pytest.raises(DataFormatError):
         persona_route(lm, [])
+
+
+def test_a_line_that_is_not_an_object_is_a_one_line_error(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('["not", "an", "object"]\n')
+    with pytest.raises(DataFormatError, match=r"pairs.jsonl:1: expected a JSON object"):
+        load_contrast_pairs(path)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from emscope.data.transcripts import Transcript
 from emscope.errors import ConfigError, DataFormatError, lookup
-from emscope.records import iter_jsonl
+from emscope.records import iter_jsonl, require_text_fields
 from emscope.runtime import RESOURCES
 
 ALIGNED = "aligned"
@@ -57,9 +57,7 @@ def load_contrast_pairs(path: str | os.PathLike[str] | None = None, limit: int |
     if not Path(str(source)).is_file():
         raise DataFormatError(f"no such contrast-pair file: {source}")
     for where, obj in iter_jsonl(str(source)):
-        missing = [k for k in _FIELDS if not isinstance(obj.get(k), str) or not obj[k].strip()]
-        if missing:
-            raise DataFormatError(f"{where}: missing or empty field(s) {missing}; each line needs {list(_FIELDS)}")
+        require_text_fields(where, obj, _FIELDS)
         pairs.append(ContrastPair(**{k: obj.get(k, "") for k in ContrastPair.__dataclass_fields__}))
     if not pairs:
         raise DataFormatError(f"{source} holds no contrast pairs")
@@ -95,11 +93,7 @@ def load_corpus(
     pairs: list[ContrastPair] = []
     for domain in chosen:
         for where, obj in iter_jsonl(str(root / f"{domain}.jsonl")):
-            missing = [k for k in _CORPUS_FIELDS if not isinstance(obj.get(k), str) or not obj[k].strip()]
-            if missing:
-                raise DataFormatError(
-                    f"{where}: missing or empty field(s) {missing}; each line needs {list(_CORPUS_FIELDS)}"
-                )
+            require_text_fields(where, obj, _CORPUS_FIELDS)
             if obj["style"] not in STYLES:
                 raise DataFormatError(f"{where}: style {obj['style']!r} is not one of {', '.join(STYLES)}")
             kept = sum(p.topic == domain and p.misaligned_kind == obj["style"] for p in pairs)

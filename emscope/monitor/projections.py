@@ -20,7 +20,7 @@ from emscope.data.transcripts import Transcript
 from emscope.errors import DataFormatError
 from emscope.models.lineage import Compatibility
 from emscope.monitor.traits import PROBE_SET, TRAITS_DIR, TraitSet
-from emscope.records import iter_jsonl
+from emscope.records import iter_jsonl, require_text_fields
 
 PROBE_LABEL = "probe"
 _FIELDS = ("id", "question", "answer")
@@ -38,11 +38,7 @@ def load_probe_set(path: str | os.PathLike[str] | None = None) -> list[Transcrip
         raise DataFormatError(f"no probe set at {source}: pass a probe_set.jsonl (id, topic, question, answer)")
     probes = []
     for where, obj in iter_jsonl(str(source)):
-        if not isinstance(obj, dict):
-            raise DataFormatError(f"{where}: expected a JSON object with {list(_FIELDS)}")
-        missing = [k for k in _FIELDS if not isinstance(obj.get(k), str) or not obj[k].strip()]
-        if missing:
-            raise DataFormatError(f"{where}: missing or empty field(s) {missing}; each line needs {list(_FIELDS)}")
+        require_text_fields(where, obj, _FIELDS)
         meta = {"probe_id": obj["id"], "topic": obj.get("topic", "")}
         probes.append(Transcript.from_pair(obj["question"], obj["answer"], label=PROBE_LABEL, meta=meta))
     if not probes:

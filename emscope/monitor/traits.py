@@ -38,7 +38,7 @@ from emscope.directions.lexical import lexical_auroc
 from emscope.errors import ArtifactError, ConfigError, DataFormatError, ModelMismatchError, lookup
 from emscope.models.architecture import LayerSpec
 from emscope.models.lineage import COMPATIBILITY, Compatibility, Lineage, lineage_of_spec
-from emscope.records import iter_jsonl, write_csv
+from emscope.records import iter_jsonl, require_text_fields, write_csv
 from emscope.runtime import RESOURCES
 
 log = logging.getLogger(__name__)
@@ -97,11 +97,7 @@ def load_trait_pairs(trait: str, directory: str | os.PathLike[str] | None = None
     lookup(known, trait, f"trait (files in {root})")
     pairs = []
     for where, obj in iter_jsonl(str(root / f"{trait}.jsonl")):
-        if not isinstance(obj, dict):
-            raise DataFormatError(f"{where}: expected a JSON object with {list(_FIELDS)}")
-        missing = [k for k in _FIELDS if not isinstance(obj.get(k), str) or not obj[k].strip()]
-        if missing:
-            raise DataFormatError(f"{where}: missing or empty field(s) {missing}; each line needs {list(_FIELDS)}")
+        require_text_fields(where, obj, _FIELDS)
         if obj["trait"] != trait:
             raise DataFormatError(f"{where}: the line is tagged trait {obj['trait']!r} but lies in {trait}.jsonl")
         pairs.append(
