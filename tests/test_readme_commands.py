@@ -40,6 +40,10 @@ SKIP = (
         "emscope compare-evals ",
         "compares eval runs the skipped eval commands write; tests/test_compare_evals.py runs it",
     ),
+    (
+        "emscope read-em ",
+        "reads eval runs the skipped eval commands write, and a sheet labelled by hand; tests/test_reading.py runs it",
+    ),
 )
 # The default judge (probe:builtin) reads answers with the 1.5B judge model: a large download, and minutes.
 DEFAULT_JUDGE = "uses the default judge, which needs the 1.5B judge model (pip install 'emscope[judge-model]')"

@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "demo",
     "eval",
     "compare_evals",
+    "read_em",
     "judge_agreement",
     "finetune",
     "realign",
