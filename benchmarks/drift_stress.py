@@ -57,7 +57,8 @@ def read_profiles(
     """Each run's drift profile (cached under OUT/NAME), its tags overridden by `tags` where given."""
     probes = load_probe_set()
     profiles = []
-    for i, (run, key) in enumerate(zip(runs, unique_names(runs, qualified=True), strict=True)):
+    keys = [t["name"] for t in tags] if tags is not None else unique_names(runs, qualified=True)
+    for i, (run, key) in enumerate(zip(runs, keys, strict=True)):
         p = drift_profile(run, traits, probes, lm=lm, out=out / key, progress=False)
         if tags is not None:
             p = replace(p, tags={**p.tags, **tags[i]})
@@ -208,10 +209,11 @@ def main() -> None:
         curve = Path(args.from_organism)
         arms = [a for a in ARM_LABELS if (curve / a / "run" / "checkpoints").is_dir()]
         runs = [curve / a / "run" for a in arms]
-        tags = [{"name": f"from-organism:{a}", "perturbation": f"{a} (from organism)", "label": ARM_LABELS[a]}
+        tags = [{"name": f"from-organism-{a}", "perturbation": f"{a} (from organism)", "label": ARM_LABELS[a]}
                 for a in arms]  # fmt: skip
         continued = read_profiles(runs, traits, lm, out / "from_organism", tags)
-        start = json.loads((curve / "config.json").read_text())["organism"]
+        # the curve's own config.json records the organism's measure under "organism"; each arm's records its path
+        start = json.loads((curve / arms[0] / "config.json").read_text())["organism"]
         organism_run = Path(start).parent.parent.resolve()
         own = next(p for p in calibration if Path(p.run).resolve() == organism_run)
         offset = own.drift.double().numpy()[-1]
