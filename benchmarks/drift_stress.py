@@ -35,7 +35,7 @@ import numpy as np
 
 from emscope.models.loading import load_model
 from emscope.monitor.detector import DriftDetector, evaluate_detector, fit_detector, youden_threshold
-from emscope.monitor.drift import DriftProfile, drift_profile
+from emscope.monitor.drift import DriftProfile, checkpoint_rows, drift_profile
 from emscope.monitor.projections import load_probe_set
 from emscope.monitor.study import find_runs, unique_names
 
@@ -123,12 +123,11 @@ def per_run(rows: list[dict[str, Any]], calibrated_steps: int | None = None) -> 
 
 
 def checkpoint_rows_of(profiles: list[DriftProfile], units: bool = False) -> list[dict[str, Any]]:
-    rows = []
-    for p in profiles:
-        d = in_units(p) if units else p.drift.double().numpy()
-        for i, step in enumerate(p.steps[1:], start=1):
-            rows.append({"run": p.run, "name": p.name, "perturbation": p.perturbation, "label": p.label,
-                         "step": step, "names": p.names, "trait_drift": d[i]})  # fmt: skip
+    """`emscope.monitor.drift.checkpoint_rows`, with trait drift in contrast-shift units when `units`."""
+    rows = checkpoint_rows(profiles)
+    if units:
+        shifts = {p.run: np.asarray([p.shifts[t] for t in p.names]) for p in profiles}
+        rows = [{**r, "trait_drift": r["trait_drift"] / shifts[r["run"]]} for r in rows]
     return rows
 
 
