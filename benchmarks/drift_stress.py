@@ -211,7 +211,8 @@ def main() -> None:
         tags = [{"name": f"from-organism-{a}", "perturbation": f"{a} (from organism)", "label": ARM_LABELS[a]}
                 for a in arms]  # fmt: skip
         continued = read_profiles(runs, traits, lm, out / "from_organism", tags)
-        # the curve's own config.json records the organism's measure under "organism"; each arm's records its path
+        # each arm's realign config records the organism's checkpoint path (curves written before the fix of
+        # realign_curve's config.json hold only its measured row there; newer ones also "organism_checkpoint")
         start = json.loads((curve / arms[0] / "config.json").read_text())["organism"]
         organism_run = Path(start).parent.parent.resolve()
         own = next(p for p in calibration if Path(p.run).resolve() == organism_run)

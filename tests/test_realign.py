@@ -9,6 +9,7 @@ import torch
 
 from emscope.data.transcripts import Transcript
 from emscope.directions.direction import Direction
+from emscope.models.organism_dir import resolve_checkpoint
 from emscope.organisms.finetune import FinetuneConfig, finetune
 from emscope.organisms.realign import projection_measure, realign
 
@@ -177,6 +178,9 @@ def test_realign_curve_measures_base_and_organism_once_and_every_arm_at_each_n(t
     assert curve.first_overlap("benign") == 0  # intervals of width 2 around nearby values: already overlapping
     loaded = load_realign_curve(tmp_path / "c")
     assert loaded.arms == json.loads(json.dumps(curve.arms)) and loaded.key == "em_rate"
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert config["organism_checkpoint"] == str(resolve_checkpoint(tmp_path / "organism").path)
+    assert config["organism"] == json.loads(json.dumps(curve.organism))  # the measured row, not the path
     realign_curve(tmp_path / "organism", arms, tmp_path / "c", measure, n_grid=(0, 2, 4), lm=lm, progress=False)
     assert len(calls) == 6  # a re-run reads everything back
 

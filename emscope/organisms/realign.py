@@ -331,7 +331,7 @@ def realign_curve(
             r["paired_vs_base"] = paired_against_base(r, base)
     curve = RealignCurve(base, start, measured, key)
     fields = {
-        "organism": str(ckpt.path),
+        "organism_checkpoint": str(ckpt.path),  # "organism" is the organism's measured row (to_dict)
         "arms": {a: d if isinstance(d, str | os.PathLike) else "(transcripts)" for a, d in arms.items()},
         "n_grid": grid,
         "batch_size": batch_size,
