@@ -148,7 +148,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "| direction ablated in Y | Y unablated | ablated | effect | random controls' effects | orthogonal controls'"
         f" effects | z among random / orthogonal | outside all {2 * N_CONTROLS} controls |",
-        "|---|---:|---:|---:|---|---|---|",
+        "|---|---:|---:|---:|---|---|---|---|",
     ]
     for label, r in report["ablation"].items():
         rnd = [v - r["baseline"] for k, v in r["controls"].items() if k.startswith("random:")]
