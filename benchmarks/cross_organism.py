@@ -39,7 +39,7 @@ from emscope.directions.sweep import SweepResult
 from emscope.evaluation.report import load_eval_run
 from emscope.models.loading import load_model, load_organism
 from emscope.models.organism_dir import resolve_checkpoint
-from emscope.organisms.cross_organism import cross_ablation, direction_cosine, preference_measure
+from emscope.organisms.cross_organism import cosine, cross_ablation, direction_cosine, preference_measure
 from emscope.organisms.own_directions import model_diff_direction, select_answers
 
 log = logging.getLogger("cross_organism")
@@ -99,8 +99,7 @@ def main() -> None:
         diff_info[name] = {"run": str(run), "norm": float(d.vector.norm()),
                            **{k: d.metrics.get(k) for k in ("auroc", "paired_positive_share", "paired_mean_cosine")}}  # fmt: skip
         if truth is not None:
-            diff_info[name]["cosine_with_truth"] = float(torch.nn.functional.cosine_similarity(
-                d.vector.double(), truth.vector.double(), dim=0))  # fmt: skip
+            diff_info[name]["cosine_with_truth"] = cosine(d.vector.double(), truth.vector.double())
         del lm
 
     cosines = {n: direction_cosine(acts[n], base_acts, acts["Y"], base_acts).to_dict() for n in organisms if n != "Y"}
@@ -111,14 +110,14 @@ def main() -> None:
     y = load_organism(ckpt.path, lm=base)
     measure = preference_measure(mis, ali)
     xs = [n for n in organisms if n != "Y"]
-    targets = {f"{xs[0]} model diff": directions[xs[0]]}  # the first X, then the references, then the other X
+    # (results folder, label, direction): the first X, then the references, then the other X
+    targets = [(xs[0], f"{xs[0]} model diff", directions[xs[0]])]
     if truth is not None:
-        targets["base contrast direction (truth)"] = truth
-    targets["Y's own model diff"] = directions["Y"]
-    targets.update({f"{n} model diff": directions[n] for n in xs[1:]})
-    for label, d in targets.items():  # the report is rewritten after each, so a stopped run keeps what it measured
+        targets.append(("truth", "base contrast direction (truth)", truth))
+    targets.append(("y", "Y's own model diff", directions["Y"]))
+    targets += [(n, f"{n} model diff", directions[n]) for n in xs[1:]]
+    for key, label, d in targets:  # the report is rewritten after each, so a stopped run keeps what it measured
         t = time.time()
-        key = label.split(" ")[0].replace("'s", "").lower() if "truth" not in label else "truth"
         r = cross_ablation(d, y, measure, n_controls=N_CONTROLS, out=out / f"ablate_{key}")
         report["ablation"][label] = r.to_dict()
         log.info("%s: effect %+.3f; random %s; orthogonal %s (%.0f s)", label, r.effect, r.random.verdict,
