@@ -271,3 +271,13 @@ def test_extracted_directions_record_the_lineage_through_a_saved_sweep(models, t
     best.check_compatible(models["base"])  # an organism's direction read back onto its base
     with pytest.raises(ModelMismatchError):
         best.check_compatible(models["base"], "same_model")
+
+
+def test_the_label_an_organism_records_loads_it_again(models):
+    """`model` in an organism's eval config.json is BASE+CHECKPOINT: passing it back loads the same organism."""
+    organism = models["organism"]
+    again = load_model(organism.spec)
+    assert again.spec == organism.spec and again.lineage == organism.lineage
+    other_base = str(models["root"] / "other")
+    with pytest.raises(ModelLoadError, match="was fine-tuned from"):
+        load_model(f"{other_base}+{organism.spec.partition('+')[2]}")

@@ -54,6 +54,20 @@ def test_shuffled_labels_give_chance():
     assert 0.35 < float(np.mean(aucs)) < 0.65
 
 
+def test_trait_cosine_reads_the_direction_of_drift_not_its_length():
+    """A held-out type that moves the benign way but 20x further: drift length flags it, the cosines do not."""
+    data, u = rows()
+    far = [dict(r, run="far-" + r["run"], perturbation="far", trait_drift=20 * r["trait_drift"],
+                activation_drift=20 * r["activation_drift"]) for r in data if r["perturbation"] == "plain"]  # fmt: skip
+    x, _ = baselines.trait_cosine(data, data)
+    act = np.stack([r["activation_drift"] for r in data])
+    assert np.allclose(x, act @ u.T / np.linalg.norm(act, axis=1, keepdims=True))  # cosines with unit traits
+    ev = evaluate_detector(data + far, ["trait_cosine", "trait_drift_norm"], n_boot=0)
+    fold = {(f["features"], f["held_out"]): f for f in ev.folds}
+    assert fold["trait_cosine", "far"]["fpr"] == 0.0
+    assert fold["trait_drift_norm", "far"]["fpr"] == 1.0
+
+
 def test_leave_one_type_out_never_trains_on_the_held_out_type(monkeypatch):
     seen = []
 

@@ -111,7 +111,8 @@ def load_model(
     """Load `spec`: an embedded name, a ``.gguf`` path, a local directory or a Hugging Face id.
 
     An emscope fine-tuning run directory (or one of its checkpoints) loads as its base model
-    with the adapter merged, so every command reads organisms as it reads models.
+    with the adapter merged, so every command reads organisms as it reads models; so does the
+    ``BASE+CHECKPOINT`` label that results record for an organism (``model`` in an eval's config.json).
 
     Use float32 on CPU (bfloat16 matmuls are hundreds of times slower there).
     """
@@ -119,6 +120,14 @@ def load_model(
     directory: Path | None
     rev: str | None
     lineage: Lineage | None
+    base, plus, ckpt_path = spec.partition("+")
+    if plus and not Path(spec).exists() and is_organism_dir(ckpt_path):  # the label organisms record: BASE+CHECKPOINT
+        if resolve_checkpoint(ckpt_path).base_model != base:
+            raise ModelLoadError(
+                f"{spec}: {ckpt_path} was fine-tuned from {resolve_checkpoint(ckpt_path).base_model!r}, not {base!r}; "
+                f"pass {ckpt_path} alone"
+            )
+        spec = ckpt_path
     if is_organism_dir(spec):  # a fine-tuning run (its latest checkpoint) or one checkpoint: base + adapter
         ckpt = resolve_checkpoint(spec)
         return load_organism(ckpt.path, lm=load_model(ckpt.base_model, dtype=dtype, device=device))

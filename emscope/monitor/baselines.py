@@ -8,6 +8,9 @@ features and nothing else.
 
 - ``trait_drift``: the drift along each trait [n_traits] (the monitor);
 - ``trait_drift_norm``: its length (one number: "how far did the model move in trait space");
+- ``trait_cosine``: the trait drift divided by the length of the raw mean-activation drift, i.e. the cosine
+  between the model's movement and each trait direction: which way it moved, not how far (a run that trains
+  longer moves further along every direction, and a detector on raw drift flags it for that alone);
 - ``activation_pc1``: unsupervised PCA of the raw mean-activation drift at the same layer, fitted on the
   fold's training checkpoints; the feature is the magnitude of a checkpoint's drift along PC1;
 - ``sae_latent_drift``: the length of the drift of the mean SAE latent activations (an SAE of the base
@@ -48,6 +51,13 @@ def trait_drift_norm(train: Rows, test: Rows) -> tuple[np.ndarray, np.ndarray]:
     return np.linalg.norm(a, axis=1, keepdims=True), np.linalg.norm(b, axis=1, keepdims=True)
 
 
+def trait_cosine(train: Rows, test: Rows) -> tuple[np.ndarray, np.ndarray]:
+    a, b = trait_drift(train, test)
+    na = np.linalg.norm(_stack(train, "activation_drift"), axis=1, keepdims=True)
+    nb = np.linalg.norm(_stack(test, "activation_drift"), axis=1, keepdims=True)
+    return a / np.maximum(na, 1e-12), b / np.maximum(nb, 1e-12)
+
+
 def activation_pc1(train: Rows, test: Rows) -> tuple[np.ndarray, np.ndarray]:
     a, b = _stack(train, "activation_drift"), _stack(test, "activation_drift")
     _, _, vt = np.linalg.svd(a - a.mean(0), full_matrices=False)
@@ -67,6 +77,7 @@ def training_loss(train: Rows, test: Rows) -> tuple[np.ndarray, np.ndarray]:
 FEATURE_SETS: dict[str, FeatureSet] = {
     "trait_drift": trait_drift,
     "trait_drift_norm": trait_drift_norm,
+    "trait_cosine": trait_cosine,
     "activation_pc1": activation_pc1,
     "sae_latent_drift": sae_latent_drift,
     "training_loss": training_loss,
