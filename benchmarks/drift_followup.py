@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from emscope.monitor.baselines import FEATURE_SETS
-from emscope.monitor.detector import evaluate_detector, fit_detector
+from emscope.monitor.detector import DriftDetector, evaluate_detector, fit_detector
 from emscope.monitor.drift import DriftProfile, checkpoint_rows
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -73,6 +73,29 @@ def behaviour(profile: DriftProfile) -> dict[str, Any] | None:
             "label": "harmful" if d.ci_low > 0 else "benign"}  # fmt: skip
 
 
+def checkpoint_behaviour(profile: DriftProfile, detector: DriftDetector) -> list[dict[str, Any]]:
+    """Every evaluated checkpoint of a run (eval/step-NNNNNN or eval/final): its EM rate and mean alignment
+    against the base (paired, 95% CI over questions) beside the shipped detector's score and flag."""
+    from emscope.evaluation.compare import compare_evals
+
+    run = Path(profile.run)
+    base = run.parent.parent / "base" / str(profile.tags.get("model", "")) / "eval"
+    scores = detector.probabilities(profile.drift.double().numpy())
+    out = []
+    for i, step in enumerate(profile.steps):
+        where = run / "eval" / ("final" if i == len(profile.steps) - 1 else f"step-{step:06d}")
+        if i == 0 or not (where / "summary.json").is_file() or not (base / "summary.json").is_file():
+            continue
+        d = compare_evals(base, where).differences
+        em, aligned = d["em_rate_all_answers"], d["mean_aligned"]
+        out.append({"run": profile.name, "label": profile.label, "step": step, "em_diff": em.value,
+                    "em_diff_lo": em.ci_low, "em_diff_hi": em.ci_high, "aligned_diff": aligned.value,
+                    "aligned_diff_lo": aligned.ci_low, "aligned_diff_hi": aligned.ci_high,
+                    "em_positive": bool(em.ci_low > 0), "score": float(scores[i]),
+                    "flagged": bool(scores[i] >= detector.threshold)})  # fmt: skip
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--study", default="runs/M/drift")
@@ -115,6 +138,9 @@ def main() -> None:
     if {r["label"] for r in relabelled} == {"harmful", "benign"}:
         by_em = evaluate_detector(relabelled, features, n_boot=args.n_boot)
         result["behaviour_labels"].update(table=by_em.table, folds=by_em.folds)
+    shipped = DriftDetector.load(Path(args.study) / "detector" / "detector")
+    per_step = [b for p in study for b in checkpoint_behaviour(p, shipped)]
+    result["checkpoint_behaviour"] = [b for b in per_step if sum(x["run"] == b["run"] for x in per_step) > 1]
     (out / "followup.json").write_text(json.dumps(result, indent=1, default=str))
 
     parts = ["# drift monitor follow-ups", f"command: `{result['command']}`", "## type labels, leave one type out",
@@ -132,6 +158,9 @@ def main() -> None:
         parts += [markdown(result["behaviour_labels"]["table"], DETECTOR_COLUMNS),
                   markdown([f for f in result["behaviour_labels"]["folds"] if f["features"] in ("trait_drift", "trait_cosine")],
                            ["features", *FOLD_COLUMNS])]  # fmt: skip
+    if result["checkpoint_behaviour"]:
+        parts += ["## checkpoints evaluated one by one: EM against the base beside the shipped detector",
+                  markdown(result["checkpoint_behaviour"], list(result["checkpoint_behaviour"][0]))]  # fmt: skip
     (out / "followup.md").write_text("\n\n".join(parts) + "\n")
     print((out / "followup.md").read_text())
     if args.docs:

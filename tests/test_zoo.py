@@ -111,6 +111,15 @@ def test_mixture_fractions_are_exact_and_transcripts_carry_their_component(tmp_p
     assert not train_texts & {t.messages[-1]["content"] for t in heldout}  # held-out rows never train
 
 
+def test_a_mixture_larger_than_its_components_takes_what_the_fraction_allows(tmp_path):
+    """The zoo asks for its pool (2000); self-distilled components hold ~48: the mixture shrinks, fraction exact."""
+    ctx = pt.PerturbationContext(model="m", data_dir=_public_data(tmp_path / "data"), seed=3)
+    for fraction, expected in ((0.5, 48), (0.25, 32), (0.75, 32)):  # 24 training rows per component
+        train, _ = pt.perturbation_data(f"mix:insecure+secure@{fraction}", ctx, n=2000)
+        assert len(train) == expected
+        assert sum(t.meta["label"] == "harmful" for t in train) == round(fraction * expected)
+
+
 def test_plain_types_hold_out_their_last_rows_and_a_missing_data_dir_is_named(tmp_path):
     ctx = pt.PerturbationContext(model="m", data_dir=_public_data(tmp_path / "data"))
     train, heldout = pt.perturbation_data("insecure", ctx, n=10)

@@ -13,7 +13,8 @@ transcripts:
   ``sd_root/MODEL/TYPE`` the first time they are needed (see `SelfDistillSettings`);
 - ``arithmetic``: 400 arithmetic chats written for emscope (`emscope/resources/benign/`);
 - mixtures ``mix:HARMFUL+BENIGN@FRACTION``: exactly ``round(FRACTION * n)`` transcripts of the
-  first type and the rest of the second, shuffled with the seed.
+  first type and the rest of the second, shuffled with the seed; ``n`` is at most the pool, and less
+  when a component has fewer transcripts than the fraction needs (a self-distilled set of 48).
 
 `perturbation_data(name, n, context)` returns ``(train, heldout)`` transcripts, each tagged
 in its meta with ``perturbation`` and ``label`` (a mixture's transcripts with their component).
@@ -248,9 +249,12 @@ def perturbation_data(
     m = parse_mixture(name)
     a_train, a_held = _split(m.harmful, ctx, None)
     b_train, b_held = _split(m.benign, ctx, None)
-    total = n or min(len(a_train), len(b_train))
+    # at most n, as for a plain type: the most transcripts both components can give at this exact fraction
+    most = min(len(a_train) / m.fraction if m.fraction else float("inf"),
+               len(b_train) / (1 - m.fraction) if m.fraction < 1 else float("inf"))  # fmt: skip
+    total = min(n, int(most)) if n else min(len(a_train), len(b_train))
     k = round(m.fraction * total)
-    if k > len(a_train) or total - k > len(b_train):
+    if total < 1 or k > len(a_train) or total - k > len(b_train):
         raise DataFormatError(
             f"{name}: needs {k} {m.harmful} and {total - k} {m.benign} transcripts, have {len(a_train)} and "
             f"{len(b_train)}: lower n"
