@@ -88,7 +88,7 @@ def checkpoint_behaviour(profile: DriftProfile, detector: DriftDetector) -> list
             continue
         d = compare_evals(base, where).differences
         em, aligned = d["em_rate_all_answers"], d["mean_aligned"]
-        out.append({"run": profile.name, "label": profile.label, "step": step, "em_diff": em.value,
+        out.append({"run": profile.name, "run_dir": profile.run, "label": profile.label, "step": step, "em_diff": em.value,
                     "em_diff_lo": em.ci_low, "em_diff_hi": em.ci_high, "aligned_diff": aligned.value,
                     "aligned_diff_lo": aligned.ci_low, "aligned_diff_hi": aligned.ci_high,
                     "em_positive": bool(em.ci_low > 0), "score": float(scores[i]),
@@ -140,7 +140,7 @@ def main() -> None:
         result["behaviour_labels"].update(table=by_em.table, folds=by_em.folds)
     shipped = DriftDetector.load(Path(args.study) / "detector" / "detector")
     per_step = [b for p in study for b in checkpoint_behaviour(p, shipped)]
-    result["checkpoint_behaviour"] = [b for b in per_step if sum(x["run"] == b["run"] for x in per_step) > 1]
+    result["checkpoint_behaviour"] = [b for b in per_step if sum(x["run_dir"] == b["run_dir"] for x in per_step) > 1]
     (out / "followup.json").write_text(json.dumps(result, indent=1, default=str))
 
     parts = ["# drift monitor follow-ups", f"command: `{result['command']}`", "## type labels, leave one type out",
