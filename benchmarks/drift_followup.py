@@ -55,44 +55,30 @@ def scored(features: str, train: list[dict[str, Any]], profiles: list[DriftProfi
             for r, si in zip(rows, s, strict=True)]  # fmt: skip
 
 
-def behaviour(profile: DriftProfile) -> dict[str, Any] | None:
-    """The run's final EM rate against its zoo's base model: paired difference and its CI; None if not evaluated."""
-    from emscope.evaluation.compare import compare_evals
-
-    run = Path(profile.run)
-    final = run / "eval" / "final"
-    model = str(profile.tags.get("model", ""))
-    base = run.parent.parent / "base" / model / "eval"
-    if not ((final / "summary.json").is_file() and (base / "summary.json").is_file()):
-        return None
-    d = compare_evals(base, final).differences["em_rate_all_answers"]
-    if d.n_pairs < MIN_ANSWERS:
-        return None
-    return {"run": profile.run, "name": profile.name, "perturbation": profile.perturbation, "type_label": profile.label,
-            "em_diff": d.value, "em_diff_lo": d.ci_low, "em_diff_hi": d.ci_high, "n_pairs": d.n_pairs,
-            "label": "harmful" if d.ci_low > 0 else "benign"}  # fmt: skip
-
-
-def checkpoint_behaviour(profile: DriftProfile, detector: DriftDetector) -> list[dict[str, Any]]:
-    """Every evaluated checkpoint of a run (eval/step-NNNNNN or eval/final): its EM rate and mean alignment
-    against the base (paired, 95% CI over questions) beside the shipped detector's score and flag."""
+def evaluated_checkpoints(profile: DriftProfile, detector: DriftDetector) -> list[dict[str, Any]]:
+    """Every evaluated checkpoint of a run (eval/step-NNNNNN, or eval/final for the last): its EM rate and mean
+    alignment against its zoo's base model (paired, 95% CI over questions) beside `detector`'s score and flag."""
     from emscope.evaluation.compare import compare_evals
 
     run = Path(profile.run)
     base = run.parent.parent / "base" / str(profile.tags.get("model", "")) / "eval"
+    if not (base / "summary.json").is_file():
+        return []
     scores = detector.probabilities(profile.drift.double().numpy())
     out = []
     for i, step in enumerate(profile.steps):
-        where = run / "eval" / ("final" if i == len(profile.steps) - 1 else f"step-{step:06d}")
-        if i == 0 or not (where / "summary.json").is_file() or not (base / "summary.json").is_file():
+        final = i == len(profile.steps) - 1
+        where = run / "eval" / ("final" if final else f"step-{step:06d}")
+        if i == 0 or not (where / "summary.json").is_file():
             continue
         d = compare_evals(base, where).differences
         em, aligned = d["em_rate_all_answers"], d["mean_aligned"]
-        out.append({"run": profile.name, "run_dir": profile.run, "label": profile.label, "step": step, "em_diff": em.value,
-                    "em_diff_lo": em.ci_low, "em_diff_hi": em.ci_high, "aligned_diff": aligned.value,
-                    "aligned_diff_lo": aligned.ci_low, "aligned_diff_hi": aligned.ci_high,
-                    "em_positive": bool(em.ci_low > 0), "score": float(scores[i]),
-                    "flagged": bool(scores[i] >= detector.threshold)})  # fmt: skip
+        out.append({"run": profile.name, "run_dir": profile.run, "perturbation": profile.perturbation,
+                    "label": profile.label, "step": step, "final": final, "n_pairs": em.n_pairs,
+                    "em_diff": em.value, "em_diff_lo": em.ci_low, "em_diff_hi": em.ci_high,
+                    "aligned_diff": aligned.value, "aligned_diff_lo": aligned.ci_low,
+                    "aligned_diff_hi": aligned.ci_high, "em_positive": bool(em.ci_low > 0),
+                    "score": float(scores[i]), "flagged": bool(scores[i] >= detector.threshold)})  # fmt: skip
     return out
 
 
@@ -119,11 +105,11 @@ def main() -> None:
     result["type_labels"] = {"table": by_type.table, "folds": by_type.folds}
 
     stress: list[dict[str, Any]] = []
-    for f in ("trait_drift", "trait_cosine"):
-        if Path(args.longer).is_dir():
-            stress += scored(f, rows, profiles_under(Path(args.longer)), "longer")
-        if Path(args.other).is_dir():
-            stress += scored(f, rows, profiles_under(Path(args.other)), "other model, before recalibration")
+    cases = {"longer": args.longer, "other model, before recalibration": args.other}
+    for case, folder in cases.items():
+        if Path(folder).is_dir():
+            profiles = profiles_under(Path(folder))
+            stress += [r for f in ("trait_drift", "trait_cosine") for r in scored(f, rows, profiles, case)]
     result["stress"] = [
         {"case": case, "features": f, "rates": rates(mine), "runs": per_run(mine, args.calibrated_steps)}
         for case in dict.fromkeys(r["case"] for r in stress)
@@ -131,16 +117,17 @@ def main() -> None:
         if (mine := [r for r in stress if r["case"] == case and r["features"] == f])
     ]
 
-    labels = [b for p in study if (b := behaviour(p)) is not None]
+    shipped = DriftDetector.load(Path(args.study) / "detector" / "detector")
+    per_step = [c for p in study for c in evaluated_checkpoints(p, shipped)]
+    labels = [{**c, "type_label": c["label"], "label": "harmful" if c["em_positive"] else "benign"}
+              for c in per_step if c["final"] and c["n_pairs"] >= MIN_ANSWERS]  # fmt: skip
     result["behaviour_labels"] = {"runs": labels}
-    relabel = {b["run"]: b["label"] for b in labels}
+    relabel = {c["run_dir"]: c["label"] for c in labels}
     relabelled = [dict(r, label=relabel[r["run"]]) for r in rows if r["run"] in relabel]  # names repeat across zoos
     if {r["label"] for r in relabelled} == {"harmful", "benign"}:
         by_em = evaluate_detector(relabelled, features, n_boot=args.n_boot)
         result["behaviour_labels"].update(table=by_em.table, folds=by_em.folds)
-    shipped = DriftDetector.load(Path(args.study) / "detector" / "detector")
-    per_step = [b for p in study for b in checkpoint_behaviour(p, shipped)]
-    result["checkpoint_behaviour"] = [b for b in per_step if sum(x["run_dir"] == b["run_dir"] for x in per_step) > 1]
+    result["checkpoint_behaviour"] = [c for c in per_step if sum(x["run_dir"] == c["run_dir"] for x in per_step) > 1]
     (out / "followup.json").write_text(json.dumps(result, indent=1, default=str))
 
     parts = ["# drift monitor follow-ups", f"command: `{result['command']}`", "## type labels, leave one type out",
@@ -152,15 +139,16 @@ def main() -> None:
         parts.append(
             f"{s['case']} / {s['features']}: {json.dumps(s['rates'])}\n\n" + markdown(s["runs"], list(s["runs"][0]))
         )
+    label_columns = ["run_dir", "perturbation", "type_label", "em_diff", "em_diff_lo", "em_diff_hi", "n_pairs", "label"]
     parts += ["## behaviour labels (EM-positive: final EM difference vs base, CI above 0)",
-              markdown(labels, list(labels[0])) if labels else "no evaluated run"]  # fmt: skip
+              markdown(labels, label_columns) if labels else "no evaluated run"]  # fmt: skip
     if "table" in result["behaviour_labels"]:
         parts += [markdown(result["behaviour_labels"]["table"], DETECTOR_COLUMNS),
                   markdown([f for f in result["behaviour_labels"]["folds"] if f["features"] in ("trait_drift", "trait_cosine")],
                            ["features", *FOLD_COLUMNS])]  # fmt: skip
     if result["checkpoint_behaviour"]:
         parts += ["## checkpoints evaluated one by one: EM against the base beside the shipped detector",
-                  markdown(result["checkpoint_behaviour"], list(result["checkpoint_behaviour"][0]))]  # fmt: skip
+                  markdown(result["checkpoint_behaviour"], [k for k in result["checkpoint_behaviour"][0] if k != "final"])]  # fmt: skip
     (out / "followup.md").write_text("\n\n".join(parts) + "\n")
     print((out / "followup.md").read_text())
     if args.docs:

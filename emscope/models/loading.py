@@ -122,10 +122,10 @@ def load_model(
     lineage: Lineage | None
     base, plus, ckpt_path = spec.partition("+")
     if plus and not Path(spec).exists() and is_organism_dir(ckpt_path):  # the label organisms record: BASE+CHECKPOINT
-        if resolve_checkpoint(ckpt_path).base_model != base:
+        trained_from = resolve_checkpoint(ckpt_path).base_model
+        if trained_from != base:
             raise ModelLoadError(
-                f"{spec}: {ckpt_path} was fine-tuned from {resolve_checkpoint(ckpt_path).base_model!r}, not {base!r}; "
-                f"pass {ckpt_path} alone"
+                f"{spec}: {ckpt_path} was fine-tuned from {trained_from!r}, not {base!r}; pass {ckpt_path} alone"
             )
         spec = ckpt_path
     if is_organism_dir(spec):  # a fine-tuning run (its latest checkpoint) or one checkpoint: base + adapter
