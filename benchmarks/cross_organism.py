@@ -89,12 +89,14 @@ def main() -> None:
     for name, run in organisms.items():
         lm = load_organism(resolve_checkpoint(run).path, lm=base)
         saved = out / name / "model_diff"
+        acts[name] = capture_activations(lm, transcripts, layers=[layer], progress=False).pooled[layer]
         if not (saved / "config.json").is_file():
-            model_diff_direction(base, lm, transcripts, layers=[layer], n_boot=500).save(saved)
+            model_diff_direction(base, lm, transcripts, layers=[layer], n_boot=500,
+                                 base_activations={layer: base_acts}, organism_activations={layer: acts[name]}
+                                 ).save(saved)  # fmt: skip
         directions[name] = SweepResult.load(saved).directions[layer]
         if not (out / name / "direction" / "config.json").is_file():
             directions[name].save(out / name / "direction")  # for `emscope eval --intervention ablate`
-        acts[name] = capture_activations(lm, transcripts, layers=[layer], progress=False).pooled[layer]
         d = directions[name]
         diff_info[name] = {"run": str(run), "norm": float(d.vector.norm()),
                            **{k: d.metrics.get(k) for k in ("auroc", "paired_positive_share", "paired_mean_cosine")}}  # fmt: skip

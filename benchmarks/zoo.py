@@ -25,6 +25,11 @@ STAGES = [
 ]
 
 
+def _lr(text: str) -> float | None:
+    """``--lr``: a float, or ``preset`` (None: each adapter preset's own default)."""
+    return None if text == "preset" else float(text)
+
+
 def _f(x: str, scale: float = 100.0, fmt: str = "{:.1f}") -> str:
     return "-" if x in ("", None) else fmt.format(float(x) * scale)
 
@@ -153,7 +158,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="runs/Z")
     ap.add_argument("--token-budget", type=int, default=8000)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=_lr, default=2e-3, help="learning rate, or 'preset' for each preset's default")
     ap.add_argument("--direction", default="docs/results/smollm2-135m-instruct/direction")
     ap.add_argument("--temperature", type=float, default=0.8, help="sampling temperature of self-distillation")
     ap.add_argument("--coherence-filter", default="judge")
@@ -161,6 +166,7 @@ def main() -> None:
     ap.add_argument("--types", default=None, help="comma-separated perturbation types: run these instead of STAGES")
     ap.add_argument("--seeds", default="0", help="comma-separated training seeds for --types")
     ap.add_argument("--model", default=SMOL, help="model for --types")
+    ap.add_argument("--presets", default="rank1", help="comma-separated adapter presets for --types")
     ap.add_argument("--samples", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--alpha-over-norm", type=float, default=0.8)
@@ -199,7 +205,8 @@ def main() -> None:
     )
     if args.types:
         seeds = [int(x) for x in args.seeds.split(",")]
-        runs = [ZooRun(args.model, p, s) for s in seeds for p in args.types.split(",")]
+        presets = args.presets.split(",")
+        runs = [ZooRun(args.model, p, s, preset) for preset in presets for s in seeds for p in args.types.split(",")]
     else:
         runs = [ZooRun(m, p, s) for stage in STAGES[: args.stage] for (m, p, s) in stage]
     start = time.perf_counter()

@@ -151,6 +151,25 @@ def test_model_diff_direction_recovers_a_planted_offset(tiny):
     assert at.n_per_class["organism"] == at.n_per_class["base"] == 12
 
 
+def test_model_diff_direction_reads_given_activations_instead_of_capturing(tiny):
+    from emscope.activations.capture import capture_activations
+    from emscope.data.transcripts import Transcript
+
+    lm = tiny("llama", n_layers=3)
+    organism = with_planted_bias(lm, 1, torch.randn(lm.width, generator=torch.Generator().manual_seed(2)))
+    transcripts = [Transcript.from_pair(f"Hi ({i})", f"{GOOD} {i}") for i in range(10)]
+    captured = model_diff_direction(lm, organism, transcripts, layers=[1, 2], n_boot=50)
+    base_acts = capture_activations(lm, transcripts, layers="all", progress=False).pooled
+    org_acts = capture_activations(organism, transcripts, layers="all", progress=False).pooled
+    given = model_diff_direction(
+        lm, organism, transcripts, layers=[1, 2], n_boot=50, base_activations=base_acts, organism_activations=org_acts
+    )
+    for layer in (1, 2):
+        assert torch.allclose(given.directions[layer].vector, captured.directions[layer].vector, atol=1e-5)
+    with pytest.raises(DataFormatError, match=r"lack layers \[2\]"):
+        model_diff_direction(lm, organism, transcripts, layers=[1, 2], base_activations={1: base_acts[1]})
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # cross-organism ablation and cosines
 

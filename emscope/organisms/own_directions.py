@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from emscope.directions.extract import train_test_split
 from emscope.directions.lexical import lexical_auroc
 from emscope.directions.sweep import SweepResult, layer_sweep, sweep_model
 from emscope.errors import DataFormatError
-from emscope.models.architecture import LayerSpec
+from emscope.models.architecture import LayerSpec, resolve_layers
 from emscope.models.loading import LoadedModel
 from emscope.stats import auroc, percentile_interval, resample
 
@@ -383,6 +383,8 @@ def model_diff_direction(
     batch_size: int = 8,
     max_length: int | None = None,
     progress: bool = False,
+    base_activations: Mapping[int, torch.Tensor] | None = None,
+    organism_activations: Mapping[int, torch.Tensor] | None = None,
 ) -> SweepResult:
     """Per layer, the organism's activation minus the base's on the same transcripts (mean over the train pairs).
 
@@ -390,7 +392,9 @@ def model_diff_direction(
     one side). Each layer's `Direction` holds the usual held-out separation of organism vs base
     projections and, in its metrics, how consistently the held-out paired differences point along it
     (``paired_positive_share``, ``paired_mean_cosine``, with bootstrap 95% intervals). Both lineages are
-    recorded: ``lineage`` is the organism's, ``meta["base_lineage"]`` the base's.
+    recorded: ``lineage`` is the organism's, ``meta["base_lineage"]`` the base's. Pooled activations already
+    captured on `transcripts` with `pool` (``base_activations``, ``organism_activations``: layer -> [n, width])
+    are used instead of capturing again, so that comparing many organisms with one base captures the base once.
     """
     from emscope.activations.capture import capture_activations
 
@@ -405,8 +409,21 @@ def model_diff_direction(
             f"{organism_lm.width}, {organism_lm.n_layers} layers) are not one architecture: pass the organism's base"
         )
     kw: dict[str, Any] = {"layers": layers, "pool": pool, "batch_size": batch_size, "progress": progress}
-    org = capture_activations(organism_lm, transcripts, max_length=max_length, **kw).pooled
-    base = capture_activations(base_lm, transcripts, max_length=max_length, **kw).pooled
+
+    def pooled(lm: LoadedModel, given: Mapping[int, torch.Tensor] | None) -> dict[int, torch.Tensor]:
+        if given is None:
+            return capture_activations(lm, transcripts, max_length=max_length, **kw).pooled
+        wanted = resolve_layers(layers, lm.n_layers)
+        missing = [i for i in wanted if i not in given or given[i].shape[0] != len(transcripts)]
+        if missing:
+            raise DataFormatError(
+                f"the activations passed to model_diff_direction lack layers {missing} for {len(transcripts)} "
+                f"transcripts: capture them on the same transcripts, or pass none and let it capture"
+            )
+        return {i: given[i] for i in wanted}
+
+    org = pooled(organism_lm, organism_activations)
+    base = pooled(base_lm, base_activations)
     data_fp = fingerprint(transcripts)
     result = layer_sweep(
         org,
