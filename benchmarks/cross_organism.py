@@ -47,9 +47,11 @@ N_CONTROLS = 5
 
 
 def short_name(run: Path) -> str:
-    """``model__type__preset__sN`` -> ``type_sN`` (a zoo run's directory name)."""
+    """``model__type__preset__sN`` -> ``type_sN`` (a zoo run's directory name; ``type_preset_sN`` past rank1)."""
     parts = run.name.split("__")
-    return f"{parts[1]}_{parts[3]}" if len(parts) == 4 else run.name
+    if len(parts) != 4:
+        return run.name
+    return f"{parts[1]}_{parts[3]}" if parts[2] == "rank1" else f"{parts[1]}_{parts[2]}_{parts[3]}"
 
 
 def main() -> None:
